@@ -1,0 +1,214 @@
+//! API-token authentication and role-based authorisation.
+//!
+//! Tokens are 256-bit random secrets (`flt_` + 43 base62 characters); the database keeps only
+//! their sha256, which is enough for high-entropy secrets (no password-hashing needed) and keeps
+//! lookups a single indexed query.
+
+use actix_web::dev::Payload;
+use actix_web::{web, FromRequest, HttpMessage, HttpRequest};
+use chrono::Utc;
+use flotilla_protocol::tokens::Role;
+use rand::distributions::Alphanumeric;
+use rand::Rng;
+use sha2::{Digest, Sha256};
+use std::future::Future;
+use std::pin::Pin;
+use uuid::Uuid;
+
+use crate::error::ApiError;
+use crate::startup::AppState;
+
+/// Prefix of every Flotilla API token, so secret scanners and people recognise them.
+pub const TOKEN_PREFIX: &str = "flt_";
+const SECRET_LEN: usize = 43;
+/// Characters of the secret kept in clear for listings.
+const SHOWN_PREFIX_LEN: usize = 12;
+
+/// A new random token secret.
+pub fn generate_secret() -> String {
+    let body: String = rand::thread_rng()
+        .sample_iter(&Alphanumeric)
+        .take(SECRET_LEN)
+        .map(char::from)
+        .collect();
+    format!("{TOKEN_PREFIX}{body}")
+}
+
+/// The stored form of a secret.
+pub fn hash_secret(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+/// The part of a secret shown in listings.
+pub fn shown_prefix(secret: &str) -> String {
+    secret.chars().take(SHOWN_PREFIX_LEN).collect()
+}
+
+/// Something a caller may be allowed to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Permission {
+    /// Read models, devices, rollouts (not secrets, not the audit log).
+    Read,
+    /// Create, list and revoke API tokens.
+    ManageTokens,
+    /// Read the audit log.
+    ReadAudit,
+    /// Register and revoke publisher keys.
+    ManageKeys,
+    /// Upload and yank model versions.
+    Publish,
+    /// Manage devices, deployments and rollouts.
+    Operate,
+}
+
+impl Permission {
+    /// Whether `role` grants this permission.
+    pub fn granted_to(self, role: Role) -> bool {
+        match self {
+            Permission::Read => true,
+            Permission::ManageTokens | Permission::ReadAudit | Permission::ManageKeys => {
+                role == Role::Admin
+            }
+            Permission::Publish => matches!(role, Role::Admin | Role::Publisher),
+            Permission::Operate => matches!(role, Role::Admin | Role::Operator),
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Permission::Read => "read",
+            Permission::ManageTokens => "manage API tokens (admin)",
+            Permission::ReadAudit => "read the audit log (admin)",
+            Permission::ManageKeys => "manage publisher keys (admin)",
+            Permission::Publish => "publish models (admin or publisher)",
+            Permission::Operate => "operate the fleet (admin or operator)",
+        }
+    }
+}
+
+/// The authenticated caller of a request. Extracting it authenticates the request; it is also
+/// left in the request's extensions so the audit log knows who acted.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    /// Token id.
+    pub token_id: Uuid,
+    /// Token name (the audit log's actor).
+    pub name: String,
+    /// Role.
+    pub role: Role,
+}
+
+impl Principal {
+    /// Fails with 403 unless the principal's role grants `permission`.
+    pub fn require(&self, permission: Permission) -> Result<(), ApiError> {
+        if permission.granted_to(self.role) {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(format!(
+                "token `{}` has role `{}`, which may not {}",
+                self.name,
+                self.role,
+                permission.describe()
+            )))
+        }
+    }
+}
+
+fn bearer(req: &HttpRequest) -> Result<String, ApiError> {
+    let header = req
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)
+        .ok_or_else(|| ApiError::unauthorized("missing `Authorization: Bearer <token>` header"))?;
+    let value = header
+        .to_str()
+        .map_err(|_| ApiError::unauthorized("malformed Authorization header"))?;
+    let (scheme, token) = value
+        .split_once(' ')
+        .ok_or_else(|| ApiError::unauthorized("Authorization header must be `Bearer <token>`"))?;
+    if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
+        return Err(ApiError::unauthorized(
+            "Authorization header must be `Bearer <token>`",
+        ));
+    }
+    Ok(token.trim().to_owned())
+}
+
+async fn authenticate(req: HttpRequest) -> Result<Principal, ApiError> {
+    let secret = bearer(&req)?;
+    let state = req
+        .app_data::<web::Data<AppState>>()
+        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("application state missing")))?;
+    let record = state
+        .store
+        .token_by_hash(&hash_secret(&secret))
+        .await?
+        .ok_or_else(|| ApiError::unauthorized("unknown API token"))?;
+    let now = Utc::now();
+    if record.revoked_at.is_some() {
+        return Err(ApiError::unauthorized("this API token has been revoked"));
+    }
+    if !record.is_active(now) {
+        return Err(ApiError::unauthorized("this API token has expired"));
+    }
+    if let Err(e) = state.store.touch_token(record.id, now).await {
+        // Bookkeeping only: a failure here must not refuse a valid caller.
+        tracing::warn!(error = %e, "could not record token use");
+    }
+    let principal = Principal {
+        token_id: record.id,
+        name: record.name,
+        role: record.role,
+    };
+    req.extensions_mut().insert(principal.clone());
+    Ok(principal)
+}
+
+impl FromRequest for Principal {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, Self::Error>>>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        Box::pin(authenticate(req.clone()))
+    }
+}
+
+/// What a handler wants the audit log to remember about a change (ids, names; never secrets).
+#[derive(Debug, Clone)]
+pub struct AuditDetail(pub serde_json::Value);
+
+/// Attaches audit detail to the request being handled.
+pub fn audit_detail(req: &HttpRequest, detail: serde_json::Value) {
+    req.extensions_mut().insert(AuditDetail(detail));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_long_random_and_prefixed() {
+        let a = generate_secret();
+        let b = generate_secret();
+        assert!(a.starts_with(TOKEN_PREFIX));
+        assert_eq!(a.len(), TOKEN_PREFIX.len() + SECRET_LEN);
+        assert_ne!(a, b);
+        assert_ne!(hash_secret(&a), hash_secret(&b));
+        assert_eq!(hash_secret(&a).len(), 64);
+    }
+
+    #[test]
+    fn role_permissions() {
+        use Permission::*;
+        for role in Role::ALL {
+            assert!(Read.granted_to(role));
+        }
+        assert!(ManageTokens.granted_to(Role::Admin));
+        assert!(!ManageTokens.granted_to(Role::Operator));
+        assert!(!ReadAudit.granted_to(Role::Viewer));
+        assert!(Publish.granted_to(Role::Publisher));
+        assert!(!Publish.granted_to(Role::Operator));
+        assert!(Operate.granted_to(Role::Operator));
+        assert!(!Operate.granted_to(Role::Publisher));
+        assert!(!Operate.granted_to(Role::Viewer));
+    }
+}

@@ -1,0 +1,78 @@
+//! Cross-cutting request handling: the audit trail and the JSON error contract.
+
+use actix_web::body::{BoxBody, EitherBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::{header, Method};
+use actix_web::middleware::{ErrorHandlerResponse, Next};
+use actix_web::{web, HttpMessage, HttpResponse};
+use chrono::Utc;
+
+use crate::auth::{AuditDetail, Principal};
+use crate::error::body_for_status;
+use crate::startup::AppState;
+use crate::store::{AuditOutcome, NewAuditEntry};
+
+/// Writes an audit record for every API call that may change state (any method but GET, HEAD
+/// and OPTIONS), whether it succeeded, was refused or failed. The record is written before the
+/// response leaves, so a client that saw the response can read its record.
+pub async fn audit_trail(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let method = req.method().clone();
+    let audited = !matches!(method, Method::GET | Method::HEAD | Method::OPTIONS)
+        && req.path().starts_with(flotilla_protocol::routes::API_V1);
+    if !audited {
+        return next.call(req).await;
+    }
+    let state = req.app_data::<web::Data<AppState>>().cloned();
+    let path = req.path().to_owned();
+    let res = next.call(req).await?;
+    if let Some(state) = state {
+        let request = res.request();
+        let principal = request.extensions().get::<Principal>().cloned();
+        let detail = request
+            .extensions()
+            .get::<AuditDetail>()
+            .map(|d| d.0.clone());
+        let status = res.status().as_u16();
+        let entry = NewAuditEntry {
+            at: Utc::now(),
+            actor: principal
+                .as_ref()
+                .map_or_else(|| "anonymous".to_owned(), |p| p.name.clone()),
+            token_id: principal.map(|p| p.token_id),
+            method: method.to_string(),
+            route: request.match_pattern().unwrap_or_else(|| path.clone()),
+            path,
+            status,
+            outcome: AuditOutcome::from_status(status),
+            detail,
+        };
+        if let Err(e) = state.store.append_audit(&entry).await {
+            tracing::error!(error = %e, method = %entry.method, path = %entry.path, "could not write audit record");
+        }
+    }
+    Ok(res)
+}
+
+/// Gives actix's own error responses (unknown route, wrong method, body limits...) the JSON
+/// error body. Responses that already carry JSON are left alone.
+pub fn json_error_body<B>(res: ServiceResponse<B>) -> actix_web::Result<ErrorHandlerResponse<B>> {
+    let is_json = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if is_json {
+        return Ok(ErrorHandlerResponse::Response(res.map_into_left_body()));
+    }
+    let status = res.status();
+    let (req, _) = res.into_parts();
+    let response: HttpResponse<BoxBody> = HttpResponse::build(status).json(body_for_status(status));
+    let res = ServiceResponse::new(req, response).map_into_right_body();
+    Ok(ErrorHandlerResponse::Response(res))
+}
+
+/// Kept so the type of [`json_error_body`]'s output is nameable in tests.
+pub type JsonErrorBody<B> = EitherBody<B, BoxBody>;

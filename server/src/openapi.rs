@@ -1,0 +1,77 @@
+//! The route table and the OpenAPI document generated from it. Every route the server serves is
+//! registered here through `utoipa_actix_web`, so it cannot be missing from the document.
+
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_actix_web::scope;
+use utoipa_actix_web::service_config::ServiceConfig;
+
+use crate::routes::{audit, health, tokens};
+
+/// Registers every documented route.
+pub fn api_routes(cfg: &mut ServiceConfig) {
+    cfg.service(health::healthz)
+        .service(health::readyz)
+        .service(
+            scope(flotilla_protocol::routes::API_V1)
+                .service(tokens::create_token)
+                .service(tokens::list_tokens)
+                .service(tokens::revoke_token)
+                .service(tokens::whoami)
+                .service(audit::list_audit),
+        );
+}
+
+/// Prometheus metrics in the text exposition format (served by middleware, documented here).
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "health",
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain"))
+)]
+#[allow(dead_code)]
+fn metrics() {}
+
+/// This document.
+#[utoipa::path(
+    get,
+    path = "/api/openapi.json",
+    tag = "health",
+    responses((status = 200, description = "the OpenAPI document", content_type = "application/json"))
+)]
+#[allow(dead_code)]
+fn openapi_json() {}
+
+/// Document-level metadata; paths come from [`api_routes`].
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Flotilla API",
+        description = "Fleet model management: registry, devices, rollouts, inference. Errors are always `{\"error\": {\"code\", \"message\"}}`.",
+    ),
+    paths(metrics, openapi_json),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "health", description = "Liveness, readiness, metrics"),
+        (name = "tokens", description = "API tokens (admin)"),
+        (name = "audit", description = "Audit log (admin)"),
+    )
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("An API token: `Authorization: Bearer flt_...`"))
+                    .build(),
+            ),
+        );
+    }
+}

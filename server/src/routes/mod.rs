@@ -1,0 +1,13 @@
+//! HTTP handlers, one module per resource. Handlers extract, authorise, call the domain or the
+//! store, and map the result; they decide nothing else.
+
+pub mod audit;
+pub mod health;
+pub mod tokens;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+
+/// RFC 3339 with second precision and a `Z`, the one time format of the API.
+pub(crate) fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}

@@ -1,0 +1,332 @@
+//! Building and running the server: the application state, the route table and the HTTP(S)
+//! listener. Tests build the same [`Application`] on port 0.
+
+use actix_web::dev::Server;
+use actix_web::middleware::{from_fn, ErrorHandlers};
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer, ResponseError};
+use actix_web_prom::{PrometheusMetrics, PrometheusMetricsBuilder};
+use chrono::Utc;
+use flotilla_protocol::tokens::Role;
+use flotilla_protocol::ErrorCode;
+use secrecy::{ExposeSecret, SecretString};
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+use tracing_actix_web::TracingLogger;
+use utoipa::OpenApi as _;
+use utoipa_actix_web::AppExt;
+use uuid::Uuid;
+
+use crate::auth;
+use crate::blob::BlobStore;
+use crate::config::Settings;
+use crate::error::ApiError;
+use crate::middleware::{audit_trail, json_error_body};
+use crate::openapi::{api_routes, ApiDoc};
+use crate::store::{self, NewToken, Store};
+
+/// What every handler can reach.
+pub struct AppState {
+    /// Metadata.
+    pub store: Arc<dyn Store>,
+    /// Artifacts.
+    pub blobs: BlobStore,
+    /// The settings the server started with.
+    pub settings: Arc<Settings>,
+}
+
+/// A bound, not yet running server.
+pub struct Application {
+    addr: std::net::SocketAddr,
+    port: u16,
+    tls: bool,
+    server: Server,
+    bootstrap_secret: Option<String>,
+    store: Arc<dyn Store>,
+    blobs: BlobStore,
+}
+
+impl Application {
+    /// Connects storage, creates the first admin token if there is none, and binds the
+    /// listener (port 0 picks a free port).
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let store = store::connect(
+            settings.database_url.as_ref(),
+            &settings.data_dir,
+            settings.db_max_connections,
+        )
+        .await?;
+        let blobs = BlobStore::open(
+            settings.blob_url.as_deref(),
+            &settings.data_dir,
+            &settings.s3,
+        )?;
+        Self::build_with(settings, store, blobs).await
+    }
+
+    /// Like [`Application::build`] with storage already opened.
+    pub async fn build_with(
+        settings: Settings,
+        store: Arc<dyn Store>,
+        blobs: BlobStore,
+    ) -> anyhow::Result<Self> {
+        let bootstrap_secret =
+            bootstrap_admin(store.as_ref(), settings.bootstrap_token.as_ref()).await?;
+        let listener = TcpListener::bind(settings.listen)
+            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", settings.listen))?;
+        let addr = listener.local_addr()?;
+        let port = addr.port();
+        let tls = settings.tls_cert.is_some();
+        tracing::info!(
+            listen = %listener.local_addr()?,
+            database = ?store.backend(),
+            blobs = blobs.describe(),
+            tls,
+            "flotilla-server starting"
+        );
+        let server = run(listener, settings, store.clone(), blobs.clone())?;
+        Ok(Self {
+            addr,
+            port,
+            tls,
+            server,
+            bootstrap_secret,
+            store,
+            blobs,
+        })
+    }
+
+    /// The port actually bound.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The address actually bound.
+    pub fn local_addr(&self) -> std::net::SocketAddr {
+        self.addr
+    }
+
+    /// `http` or `https`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
+    /// The admin token generated on this start, if this start created one.
+    pub fn bootstrap_secret(&self) -> Option<&str> {
+        self.bootstrap_secret.as_deref()
+    }
+
+    /// The store, for tests that look behind the API.
+    pub fn store(&self) -> Arc<dyn Store> {
+        self.store.clone()
+    }
+
+    /// The blob store, for tests that look behind the API.
+    pub fn blobs(&self) -> BlobStore {
+        self.blobs.clone()
+    }
+
+    /// Serves until SIGTERM/SIGINT, then lets in-flight requests finish.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}
+
+/// Creates the first admin token when the database has none. With `configured` the caller
+/// chose the secret (automation); otherwise a random one is returned for printing once.
+async fn bootstrap_admin(
+    store: &dyn Store,
+    configured: Option<&SecretString>,
+) -> anyhow::Result<Option<String>> {
+    if store.count_tokens().await? > 0 {
+        if configured.is_some() {
+            tracing::info!("tokens already exist; FLOTILLA_BOOTSTRAP_TOKEN is ignored");
+        }
+        return Ok(None);
+    }
+    let (secret, generated) = match configured {
+        Some(s) => {
+            let s = s.expose_secret().trim().to_owned();
+            if s.len() < 16 {
+                anyhow::bail!("FLOTILLA_BOOTSTRAP_TOKEN must be at least 16 characters");
+            }
+            (s, false)
+        }
+        None => (auth::generate_secret(), true),
+    };
+    store
+        .insert_token(&NewToken {
+            id: Uuid::new_v4(),
+            name: "bootstrap-admin".into(),
+            role: Role::Admin,
+            secret_hash: auth::hash_secret(&secret),
+            prefix: auth::shown_prefix(&secret),
+            created_at: Utc::now(),
+            expires_at: None,
+        })
+        .await?;
+    tracing::info!("created the bootstrap admin token");
+    Ok(generated.then_some(secret))
+}
+
+fn prometheus() -> anyhow::Result<PrometheusMetrics> {
+    PrometheusMetricsBuilder::new("flotilla")
+        .endpoint(flotilla_protocol::routes::METRICS)
+        .mask_unmatched_patterns("UNMATCHED")
+        .build()
+        .map_err(|e| anyhow::anyhow!("cannot set up metrics: {e}"))
+}
+
+fn run(
+    listener: TcpListener,
+    settings: Settings,
+    store: Arc<dyn Store>,
+    blobs: BlobStore,
+) -> anyhow::Result<Server> {
+    let settings = Arc::new(settings);
+    let state = web::Data::new(AppState {
+        store,
+        blobs,
+        settings: settings.clone(),
+    });
+    let metrics = prometheus()?;
+    let json_limit = settings.max_json_body_bytes;
+    let openapi = web::Data::new(openapi_document());
+    let server = HttpServer::new(move || {
+        let (app, _) = App::new()
+            .into_utoipa_app()
+            .configure(api_routes)
+            .split_for_parts();
+        app.app_data(state.clone())
+            .app_data(openapi.clone())
+            .app_data(json_config(json_limit))
+            .app_data(web::PayloadConfig::new(json_limit))
+            .app_data(web::QueryConfig::default().error_handler(|err, _| {
+                ApiError::bad_request(ErrorCode::InvalidQuery, err.to_string()).into()
+            }))
+            .app_data(web::PathConfig::default().error_handler(|err, _| {
+                ApiError::bad_request(ErrorCode::InvalidPath, err.to_string()).into()
+            }))
+            .route(
+                flotilla_protocol::routes::OPENAPI,
+                web::get().to(serve_openapi),
+            )
+            .default_service(web::to(route_not_found))
+            .wrap(from_fn(audit_trail))
+            .wrap(ErrorHandlers::new().default_handler(json_error_body))
+            .wrap(metrics.clone())
+            .wrap(TracingLogger::default())
+    })
+    .shutdown_timeout(settings.shutdown_timeout_secs)
+    .client_request_timeout(Duration::from_secs(30));
+    let server = if settings.workers > 0 {
+        server.workers(settings.workers)
+    } else {
+        server
+    };
+    let server = match (&settings.tls_cert, &settings.tls_key) {
+        (Some(cert), Some(key)) => {
+            server.listen_rustls_0_23(listener, crate::tls::server_config(cert, key)?)?
+        }
+        _ => server.listen(listener)?,
+    };
+    Ok(server.run())
+}
+
+fn json_config(limit: usize) -> web::JsonConfig {
+    web::JsonConfig::default()
+        .limit(limit)
+        .error_handler(move |err, _req| {
+            use actix_web::error::JsonPayloadError as E;
+            let api = match &err {
+                E::OverflowKnownLength { .. } | E::Overflow { .. } => ApiError::new(
+                    actix_web::http::StatusCode::PAYLOAD_TOO_LARGE,
+                    ErrorCode::PayloadTooLarge,
+                    format!("JSON body is larger than {limit} bytes"),
+                ),
+                E::ContentType => ApiError::new(
+                    actix_web::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    ErrorCode::UnsupportedMediaType,
+                    "expected Content-Type: application/json",
+                ),
+                E::Deserialize(e) => {
+                    ApiError::bad_request(ErrorCode::InvalidJson, format!("invalid JSON body: {e}"))
+                }
+                other => ApiError::bad_request(ErrorCode::InvalidJson, other.to_string()),
+            };
+            api.into()
+        })
+}
+
+/// The OpenAPI document, built from the same route table the server serves.
+pub fn openapi_document() -> utoipa::openapi::OpenApi {
+    let (_, paths) = App::new()
+        .into_utoipa_app()
+        .configure(api_routes)
+        .split_for_parts();
+    let mut doc = ApiDoc::openapi();
+    doc.merge(paths);
+    doc
+}
+
+async fn serve_openapi(doc: web::Data<utoipa::openapi::OpenApi>) -> HttpResponse {
+    HttpResponse::Ok().json(doc.get_ref())
+}
+
+/// Answers requests no route took: 405 (with `Allow`) when the path is a documented route
+/// served for other methods, 404 otherwise. The OpenAPI document is the route table.
+async fn route_not_found(
+    req: HttpRequest,
+    doc: web::Data<utoipa::openapi::OpenApi>,
+) -> HttpResponse {
+    let allowed: Vec<String> = doc
+        .paths
+        .paths
+        .iter()
+        .filter(|(pattern, _)| {
+            actix_web::dev::ResourceDef::new(pattern.as_str()).is_match(req.path())
+        })
+        .flat_map(|(_, item)| allowed_methods(item))
+        .collect();
+    if allowed.is_empty() {
+        return ApiError::new(
+            actix_web::http::StatusCode::NOT_FOUND,
+            ErrorCode::RouteNotFound,
+            format!("no route for {} {}", req.method(), req.path()),
+        )
+        .error_response();
+    }
+    let mut res = ApiError::new(
+        actix_web::http::StatusCode::METHOD_NOT_ALLOWED,
+        ErrorCode::MethodNotAllowed,
+        format!(
+            "{} does not accept {}; it accepts {}",
+            req.path(),
+            req.method(),
+            allowed.join(", ")
+        ),
+    )
+    .error_response();
+    if let Ok(v) = actix_web::http::header::HeaderValue::from_str(&allowed.join(", ")) {
+        res.headers_mut().insert(actix_web::http::header::ALLOW, v);
+    }
+    res
+}
+
+fn allowed_methods(item: &utoipa::openapi::PathItem) -> Vec<String> {
+    [
+        ("GET", item.get.is_some()),
+        ("POST", item.post.is_some()),
+        ("PUT", item.put.is_some()),
+        ("PATCH", item.patch.is_some()),
+        ("DELETE", item.delete.is_some()),
+    ]
+    .into_iter()
+    .filter(|(_, present)| *present)
+    .map(|(m, _)| m.to_owned())
+    .collect()
+}

@@ -1,0 +1,257 @@
+//! Metadata storage: one [`Store`] trait, one implementation per backend.
+//!
+//! Postgres is the production backend; SQLite is the embedded, zero-configuration default. SQL
+//! that both backends accept verbatim lives once, in [`shared`], and each backend adds what only
+//! it can do. The conformance suite in `tests/api/store.rs` runs every operation on both.
+
+mod postgres;
+mod shared;
+mod sqlite;
+
+pub use postgres::PostgresStore;
+pub use sqlite::SqliteStore;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use flotilla_protocol::tokens::Role;
+use secrecy::{ExposeSecret, SecretString};
+use std::path::Path;
+use std::sync::Arc;
+use uuid::Uuid;
+
+/// Which database a store runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// PostgreSQL.
+    Postgres,
+    /// SQLite (embedded).
+    Sqlite,
+}
+
+/// Storage failures, already sorted by what the caller can do about them.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The addressed row does not exist.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// A uniqueness rule was violated.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The database cannot be reached right now.
+    #[error("database unavailable")]
+    Unavailable(#[source] anyhow::Error),
+    /// Anything else.
+    #[error("database error")]
+    Other(#[source] anyhow::Error),
+}
+
+impl StoreError {
+    /// Sorts an sqlx error; `what` names the thing for not-found and conflict messages.
+    pub(crate) fn from_sqlx(what: &str, e: sqlx::Error) -> Self {
+        match &e {
+            sqlx::Error::RowNotFound => StoreError::NotFound(what.to_owned()),
+            sqlx::Error::Database(db) if db.is_unique_violation() => {
+                StoreError::Conflict(format!("{what} already exists"))
+            }
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_) => StoreError::Unavailable(e.into()),
+            _ => StoreError::Other(e.into()),
+        }
+    }
+}
+
+/// An API token as stored (the secret itself is never stored, only its hash).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRecord {
+    /// Token id.
+    pub id: Uuid,
+    /// Who or what uses it.
+    pub name: String,
+    /// What it may do.
+    pub role: Role,
+    /// First characters of the secret, for recognising it in listings.
+    pub prefix: String,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+    /// Expiry, if any.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Revocation time, if revoked.
+    pub revoked_at: Option<DateTime<Utc>>,
+    /// Last successful authentication (updated at most once a minute).
+    pub last_used_at: Option<DateTime<Utc>>,
+}
+
+impl TokenRecord {
+    /// Whether the token may authenticate at `now`.
+    pub fn is_active(&self, now: DateTime<Utc>) -> bool {
+        self.revoked_at.is_none() && self.expires_at.is_none_or(|e| e > now)
+    }
+}
+
+/// A token to insert.
+#[derive(Debug, Clone)]
+pub struct NewToken {
+    /// Token id.
+    pub id: Uuid,
+    /// Name.
+    pub name: String,
+    /// Role.
+    pub role: Role,
+    /// Hex sha256 of the secret.
+    pub secret_hash: String,
+    /// First characters of the secret.
+    pub prefix: String,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+    /// Expiry.
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// How a call that changed (or tried to change) state ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuditOutcome {
+    /// It succeeded (2xx/3xx).
+    Success,
+    /// Authentication or authorisation refused it (401/403).
+    Denied,
+    /// It failed (any other 4xx/5xx).
+    Failed,
+}
+
+impl AuditOutcome {
+    /// As stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditOutcome::Success => "success",
+            AuditOutcome::Denied => "denied",
+            AuditOutcome::Failed => "failed",
+        }
+    }
+
+    /// The outcome an HTTP status means.
+    pub fn from_status(status: u16) -> Self {
+        match status {
+            401 | 403 => AuditOutcome::Denied,
+            s if s >= 400 => AuditOutcome::Failed,
+            _ => AuditOutcome::Success,
+        }
+    }
+}
+
+/// One audit record: who did what, when, and how it ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditEntry {
+    /// Monotonic id (newest is largest).
+    pub id: i64,
+    /// When.
+    pub at: DateTime<Utc>,
+    /// Who: the token's name, or `anonymous`.
+    pub actor: String,
+    /// The token used, when one was valid.
+    pub token_id: Option<Uuid>,
+    /// HTTP method.
+    pub method: String,
+    /// Route template, e.g. `/api/v1/tokens/{id}`.
+    pub route: String,
+    /// Concrete path.
+    pub path: String,
+    /// HTTP status answered.
+    pub status: u16,
+    /// Outcome.
+    pub outcome: String,
+    /// What the handler recorded about the change (ids, names), if anything.
+    pub detail: Option<serde_json::Value>,
+}
+
+/// An audit record to append.
+#[derive(Debug, Clone)]
+pub struct NewAuditEntry {
+    /// When.
+    pub at: DateTime<Utc>,
+    /// Who.
+    pub actor: String,
+    /// Token used.
+    pub token_id: Option<Uuid>,
+    /// HTTP method.
+    pub method: String,
+    /// Route template.
+    pub route: String,
+    /// Concrete path.
+    pub path: String,
+    /// Status.
+    pub status: u16,
+    /// Outcome.
+    pub outcome: AuditOutcome,
+    /// Handler-provided detail.
+    pub detail: Option<serde_json::Value>,
+}
+
+/// Which audit records to read: newest first, paged by id.
+#[derive(Debug, Clone, Default)]
+pub struct AuditQuery {
+    /// Only records older than this id.
+    pub before_id: Option<i64>,
+    /// Only this actor.
+    pub actor: Option<String>,
+    /// At most this many (1..=1000).
+    pub limit: u32,
+}
+
+/// Everything the server persists, behind one interface.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// The backend this store runs on.
+    fn backend(&self) -> Backend;
+    /// Checks the database answers.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Number of tokens, revoked ones included.
+    async fn count_tokens(&self) -> Result<i64, StoreError>;
+    /// Inserts a token; `Conflict` if the secret hash is taken.
+    async fn insert_token(&self, token: &NewToken) -> Result<TokenRecord, StoreError>;
+    /// The token whose secret hashes to `secret_hash`, active or not.
+    async fn token_by_hash(&self, secret_hash: &str) -> Result<Option<TokenRecord>, StoreError>;
+    /// All tokens, oldest first.
+    async fn list_tokens(&self) -> Result<Vec<TokenRecord>, StoreError>;
+    /// Revokes a token (idempotent: a revoked token keeps its first revocation time).
+    async fn revoke_token(&self, id: Uuid, at: DateTime<Utc>) -> Result<TokenRecord, StoreError>;
+    /// Records a use of the token, at most once a minute.
+    async fn touch_token(&self, id: Uuid, at: DateTime<Utc>) -> Result<(), StoreError>;
+
+    /// Appends an audit record and returns its id.
+    async fn append_audit(&self, entry: &NewAuditEntry) -> Result<i64, StoreError>;
+    /// Reads audit records, newest first.
+    async fn list_audit(&self, query: &AuditQuery) -> Result<Vec<AuditEntry>, StoreError>;
+}
+
+/// Connects to the database named by `url`, or to SQLite under `data_dir` when there is none,
+/// and applies pending migrations.
+pub async fn connect(
+    url: Option<&SecretString>,
+    data_dir: &Path,
+    max_connections: u32,
+) -> anyhow::Result<Arc<dyn Store>> {
+    match url.map(|u| u.expose_secret()) {
+        Some(u) if u.starts_with("postgres://") || u.starts_with("postgresql://") => {
+            Ok(Arc::new(PostgresStore::connect(u, max_connections).await?))
+        }
+        Some(u) if u.starts_with("sqlite:") => Ok(Arc::new(
+            SqliteStore::connect_url(u, max_connections).await?,
+        )),
+        Some(u) => {
+            let scheme = u.split(':').next().unwrap_or_default();
+            anyhow::bail!(
+                "unsupported database URL scheme `{scheme}`: use postgres://... or sqlite://..."
+            )
+        }
+        None => {
+            std::fs::create_dir_all(data_dir).map_err(|e| {
+                anyhow::anyhow!("cannot create data directory {}: {e}", data_dir.display())
+            })?;
+            let path = data_dir.join("flotilla.db");
+            Ok(Arc::new(SqliteStore::open(&path, max_connections).await?))
+        }
+    }
+}

@@ -1,0 +1,12 @@
+//! The server's integration tests: the real application on port 0, a fresh database per test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod helpers;
+
+mod blob;
+mod errors;
+mod health;
+mod openapi;
+mod store;
+mod tls;
+mod tokens;

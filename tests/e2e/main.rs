@@ -1,0 +1,4 @@
+//! End-to-end: the real `flotilla-server` binary started the way the README says.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod server;
