@@ -100,6 +100,26 @@ error_codes! {
     Internal => "internal",
     /// Any other client error.
     BadRequest => "bad_request",
+    /// A signature bundle is malformed, does not verify, or is in a form Flotilla does not accept.
+    SignatureInvalid => "signature_invalid",
+    /// No signature was made by a registered, active publisher key.
+    UntrustedSigner => "untrusted_signer",
+    /// Fewer distinct publisher keys signed than the threshold requires.
+    SignatureThresholdNotMet => "signature_threshold_not_met",
+    /// The signed digest or size is not the artifact's, or the bytes are not the named digest.
+    ArtifactMismatch => "artifact_mismatch",
+    /// The referenced artifact has not been uploaded.
+    ArtifactNotFound => "artifact_not_found",
+    /// The file is not a loadable ONNX graph.
+    InvalidModel => "invalid_model",
+    /// This version exists with different content.
+    VersionExists => "version_exists",
+    /// Versions of a model must only go up.
+    VersionNotIncreasing => "version_not_increasing",
+    /// The model name or version the publishers signed is not the one being published.
+    SignedFactsMismatch => "signed_facts_mismatch",
+    /// No active publisher key is registered, so nothing can be verified.
+    NoPublisherKeys => "no_publisher_keys",
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 pub mod audit;
 pub mod error;
 pub mod health;
+pub mod registry;
 pub mod routes;
 pub mod signing;
 pub mod tokens;

@@ -16,3 +16,33 @@ pub const TOKENS: &str = "/api/v1/tokens";
 pub const AUDIT: &str = "/api/v1/audit";
 /// Who the presented token belongs to.
 pub const WHOAMI: &str = "/api/v1/whoami";
+/// Publisher keys (admin to change, any role to read).
+pub const PUBLISHER_KEYS: &str = "/api/v1/publisher-keys";
+/// The global signing threshold.
+pub const TRUST_THRESHOLD: &str = "/api/v1/trust/threshold";
+/// The exported trust root for provisioning agents.
+pub const TRUST_ROOT: &str = "/api/v1/trust-root";
+/// Models.
+pub const MODELS: &str = "/api/v1/models";
+/// Content-addressed artifacts: append `/{hex}`.
+pub const ARTIFACTS_SHA256: &str = "/api/v1/artifacts/sha256";
+
+/// `/api/v1/models/{name}`.
+pub fn model(name: &str) -> String {
+    format!("{MODELS}/{name}")
+}
+
+/// `/api/v1/models/{name}/versions`.
+pub fn model_versions(name: &str) -> String {
+    format!("{MODELS}/{name}/versions")
+}
+
+/// `/api/v1/models/{name}/versions/{version}`.
+pub fn model_version(name: &str, version: &str) -> String {
+    format!("{MODELS}/{name}/versions/{version}")
+}
+
+/// `/api/v1/artifacts/sha256/{hex}`.
+pub fn artifact(hex: &str) -> String {
+    format!("{ARTIFACTS_SHA256}/{hex}")
+}

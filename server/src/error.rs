@@ -15,6 +15,8 @@ pub struct ApiError {
     message: String,
     /// Kept for the log; never sent to the client.
     cause: Option<anyhow::Error>,
+    /// `Content-Range: bytes */<size>` on 416 answers.
+    pub(crate) content_range: Option<actix_web::http::header::HeaderValue>,
 }
 
 impl ApiError {
@@ -25,6 +27,7 @@ impl ApiError {
             code,
             message: message.into(),
             cause: None,
+            content_range: None,
         }
     }
 
@@ -65,6 +68,7 @@ impl ApiError {
             code: ErrorCode::Internal,
             message: "internal server error; the server log has the details".into(),
             cause: Some(cause.into()),
+            content_range: None,
         }
     }
 
@@ -75,6 +79,7 @@ impl ApiError {
             code: ErrorCode::Unavailable,
             message: format!("{what} is unavailable; try again later"),
             cause: Some(cause.into()),
+            content_range: None,
         }
     }
 
@@ -120,7 +125,11 @@ impl ResponseError for ApiError {
                 "request failed"
             );
         }
-        HttpResponse::build(self.status).json(ApiErrorBody::new(self.code, self.message.clone()))
+        let mut res = HttpResponse::build(self.status);
+        if let Some(range) = &self.content_range {
+            res.insert_header((actix_web::http::header::CONTENT_RANGE, range.clone()));
+        }
+        res.json(ApiErrorBody::new(self.code, self.message.clone()))
     }
 }
 
@@ -131,6 +140,30 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict(what) => ApiError::conflict(what),
             StoreError::Unavailable(cause) => ApiError::unavailable("the database", cause),
             StoreError::Other(cause) => ApiError::internal(cause),
+        }
+    }
+}
+
+impl From<crate::domain::DomainError> for ApiError {
+    fn from(e: crate::domain::DomainError) -> Self {
+        use crate::domain::Kind;
+        let status = match e.kind {
+            Kind::Invalid => StatusCode::BAD_REQUEST,
+            Kind::NotFound => StatusCode::NOT_FOUND,
+            Kind::Conflict => StatusCode::CONFLICT,
+            Kind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Kind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        let message = match e.kind {
+            Kind::Internal => "internal server error; the server log has the details".to_owned(),
+            _ => e.message,
+        };
+        Self {
+            status,
+            code: e.code,
+            message,
+            cause: e.cause,
+            content_range: None,
         }
     }
 }

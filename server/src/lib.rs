@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod blob;
 pub mod config;
+pub mod domain;
 pub mod error;
 pub mod middleware;
 pub mod openapi;

@@ -6,7 +6,7 @@ use utoipa::{Modify, OpenApi};
 use utoipa_actix_web::scope;
 use utoipa_actix_web::service_config::ServiceConfig;
 
-use crate::routes::{audit, health, tokens};
+use crate::routes::{artifacts, audit, health, keys, models, tokens};
 
 /// Registers every documented route.
 pub fn api_routes(cfg: &mut ServiceConfig) {
@@ -18,7 +18,22 @@ pub fn api_routes(cfg: &mut ServiceConfig) {
                 .service(tokens::list_tokens)
                 .service(tokens::revoke_token)
                 .service(tokens::whoami)
-                .service(audit::list_audit),
+                .service(audit::list_audit)
+                .service(keys::register_key)
+                .service(keys::list_keys)
+                .service(keys::revoke_key)
+                .service(keys::set_threshold)
+                .service(keys::trust_root)
+                .service(models::create_model)
+                .service(models::list_models)
+                .service(models::get_model)
+                .service(models::publish_version)
+                .service(models::list_versions)
+                .service(models::get_version)
+                .service(models::yank_version)
+                .service(artifacts::upload)
+                .service(artifacts::exists)
+                .service(artifacts::download),
         );
 }
 
@@ -55,6 +70,9 @@ fn openapi_json() {}
         (name = "health", description = "Liveness, readiness, metrics"),
         (name = "tokens", description = "API tokens (admin)"),
         (name = "audit", description = "Audit log (admin)"),
+        (name = "trust", description = "Publisher keys, signing threshold, trust root"),
+        (name = "models", description = "Models and signed versions"),
+        (name = "artifacts", description = "Content-addressed model files"),
     )
 )]
 pub struct ApiDoc;

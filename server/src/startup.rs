@@ -33,6 +33,8 @@ pub struct AppState {
     pub blobs: BlobStore,
     /// The settings the server started with.
     pub settings: Arc<Settings>,
+    /// Bounds how many uploaded models are parsed at once (each is held in memory meanwhile).
+    pub validation: tokio::sync::Semaphore,
 }
 
 /// A bound, not yet running server.
@@ -192,6 +194,7 @@ fn run(
         store,
         blobs,
         settings: settings.clone(),
+        validation: tokio::sync::Semaphore::new(1),
     });
     let metrics = prometheus()?;
     let json_limit = settings.max_json_body_bytes;

@@ -13,8 +13,10 @@ pub use sqlite::SqliteStore;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use flotilla_protocol::registry::{SignerInfo, TensorInfo};
 use flotilla_protocol::tokens::Role;
 use secrecy::{ExposeSecret, SecretString};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use uuid::Uuid;
@@ -199,6 +201,75 @@ pub struct AuditQuery {
     pub limit: u32,
 }
 
+/// A registered publisher key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublisherKeyRecord {
+    /// Hex sha256 of the SPKI DER.
+    pub key_id: String,
+    /// Unique name.
+    pub name: String,
+    /// `ed25519`, `ecdsa-p256`, `ecdsa-p384`.
+    pub algorithm: String,
+    /// SPKI PEM.
+    pub public_key_pem: String,
+    /// Registration time.
+    pub created_at: DateTime<Utc>,
+    /// Revocation time.
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// A model: a named series of versions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelRecord {
+    /// Id.
+    pub id: Uuid,
+    /// Unique name.
+    pub name: String,
+    /// Description.
+    pub description: String,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// Per-model signing threshold.
+    pub signing_threshold: Option<u32>,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+}
+
+/// A published model version.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VersionRecord {
+    /// Id.
+    pub id: Uuid,
+    /// The model's id.
+    pub model_id: Uuid,
+    /// The model's name.
+    pub model_name: String,
+    /// Semantic version.
+    pub version: String,
+    /// Hex sha256 of the model file.
+    pub artifact_sha256: String,
+    /// Its size.
+    pub artifact_size: u64,
+    /// The signature bundles, verbatim.
+    pub bundles: Vec<String>,
+    /// Publishers whose signatures counted.
+    pub signers: Vec<SignerInfo>,
+    /// Input tensors.
+    pub inputs: Vec<TensorInfo>,
+    /// Output tensors.
+    pub outputs: Vec<TensorInfo>,
+    /// Facts the publishers signed.
+    pub signed_facts: Option<serde_json::Value>,
+    /// Token name of the publisher.
+    pub published_by: String,
+    /// Publication time.
+    pub created_at: DateTime<Utc>,
+    /// Yank time.
+    pub yanked_at: Option<DateTime<Utc>>,
+    /// Yank reason.
+    pub yank_reason: Option<String>,
+}
+
 /// Everything the server persists, behind one interface.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -224,6 +295,48 @@ pub trait Store: Send + Sync + 'static {
     async fn append_audit(&self, entry: &NewAuditEntry) -> Result<i64, StoreError>;
     /// Reads audit records, newest first.
     async fn list_audit(&self, query: &AuditQuery) -> Result<Vec<AuditEntry>, StoreError>;
+
+    /// Reads a server setting.
+    async fn get_setting(&self, key: &str) -> Result<Option<String>, StoreError>;
+    /// Writes a server setting.
+    async fn put_setting(&self, key: &str, value: &str) -> Result<(), StoreError>;
+
+    /// Registers a publisher key; `Conflict` if its id or name is taken.
+    async fn insert_publisher_key(&self, key: &PublisherKeyRecord) -> Result<(), StoreError>;
+    /// All publisher keys, oldest first.
+    async fn list_publisher_keys(&self) -> Result<Vec<PublisherKeyRecord>, StoreError>;
+    /// Revokes a key (idempotent).
+    async fn revoke_publisher_key(
+        &self,
+        key_id: &str,
+        at: DateTime<Utc>,
+    ) -> Result<PublisherKeyRecord, StoreError>;
+
+    /// Creates a model; `Conflict` if the name is taken.
+    async fn insert_model(&self, model: &ModelRecord) -> Result<(), StoreError>;
+    /// A model by name.
+    async fn get_model(&self, name: &str) -> Result<Option<ModelRecord>, StoreError>;
+    /// All models by name.
+    async fn list_models(&self) -> Result<Vec<ModelRecord>, StoreError>;
+
+    /// Records a version; `Conflict` if the model already has that version.
+    async fn insert_version(&self, version: &VersionRecord) -> Result<(), StoreError>;
+    /// A model's versions, in insertion order.
+    async fn list_versions(&self, model_id: Uuid) -> Result<Vec<VersionRecord>, StoreError>;
+    /// One version of a model.
+    async fn get_version(
+        &self,
+        model_id: Uuid,
+        version: &str,
+    ) -> Result<Option<VersionRecord>, StoreError>;
+    /// Yanks a version (idempotent: the first yank's time and reason stay).
+    async fn yank_version(
+        &self,
+        model_id: Uuid,
+        version: &str,
+        at: DateTime<Utc>,
+        reason: &str,
+    ) -> Result<VersionRecord, StoreError>;
 }
 
 /// Connects to the database named by `url`, or to SQLite under `data_dir` when there is none,

@@ -7,6 +7,8 @@ mod blob;
 mod errors;
 mod health;
 mod openapi;
+mod registry;
+mod registry_upstream;
 mod store;
 mod tls;
 mod tokens;
