@@ -50,6 +50,7 @@ pub struct TestApp {
     pub admin_token: String,
     pub client: reqwest::Client,
     pub store: Arc<dyn Store>,
+    pub blobs: flotilla_server::blob::BlobStore,
     pub data_dir: TempDir,
 }
 
@@ -88,6 +89,7 @@ pub async fn spawn_app_with(db: Db, tweak: impl FnOnce(&mut Settings)) -> TestAp
         }
     };
     let store = app.store();
+    let blobs = app.blobs();
     tokio::spawn(app.run_until_stopped());
     TestApp {
         address,
@@ -97,6 +99,7 @@ pub async fn spawn_app_with(db: Db, tweak: impl FnOnce(&mut Settings)) -> TestAp
             .build()
             .expect("client"),
         store,
+        blobs,
         data_dir,
     }
 }

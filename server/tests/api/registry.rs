@@ -693,3 +693,64 @@ async fn roles_and_yank() {
         .unwrap();
     assert_error(res, 400, "invalid_argument").await;
 }
+
+#[tokio::test]
+async fn an_interrupted_upload_leaves_nothing_visible() {
+    use tokio::io::AsyncWriteExt;
+    let app = spawn_app(Db::Sqlite).await;
+    let model = sample_model("vision-cnn-1.0.0.onnx");
+    let hex = sha256_hex(&model);
+    let addr = app.address.trim_start_matches("http://").to_owned();
+    let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "PUT /api/v1/artifacts/sha256/{hex} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
+        app.admin_token,
+        model.len()
+    );
+    conn.write_all(head.as_bytes()).await.unwrap();
+    conn.write_all(&model[..model.len() / 3]).await.unwrap();
+    conn.flush().await.unwrap();
+    drop(conn); // the client goes away a third of the way through
+
+    // The server notices the disconnect asynchronously; wait (bounded) for the staging object to
+    // be cleaned up, then check nothing became visible.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let blob_dir = app.data_dir.path().join("blobs");
+    loop {
+        // Files on disk, including the object store's own temporary part files.
+        let files = files_under(&blob_dir);
+        if files.is_empty() && app.blobs.staging_count().await.unwrap() == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "left behind: {files:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(app.blobs.list().await.unwrap().is_empty());
+    let res = app
+        .client
+        .head(app.url(&format!("/api/v1/artifacts/sha256/{hex}")))
+        .bearer_auth(&app.admin_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 404);
+    // And the same upload, complete, succeeds afterwards.
+    assert_eq!(app.upload(&model).await.status(), 201);
+}
+
+fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(files_under(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
