@@ -4,7 +4,9 @@
 //! **Architecture invariant**: this crate depends on no web framework, database, async runtime
 //! or inference engine, so every other crate can use it.
 
+pub mod agent;
 pub mod audit;
+pub mod devices;
 pub mod error;
 pub mod health;
 pub mod registry;

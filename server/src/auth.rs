@@ -212,3 +212,76 @@ mod tests {
         assert!(!Operate.granted_to(Role::Viewer));
     }
 }
+
+/// An enrolled, active device, authenticated by its credential (`fld_...`).
+#[derive(Debug, Clone)]
+pub struct DevicePrincipal {
+    /// The device as stored when the request arrived.
+    pub device: crate::store::DeviceRecord,
+}
+
+async fn authenticate_device(req: HttpRequest) -> Result<DevicePrincipal, ApiError> {
+    let secret = bearer(&req)?;
+    let state = req
+        .app_data::<web::Data<AppState>>()
+        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("application state missing")))?;
+    let device = state
+        .store
+        .device_by_credential(&hash_secret(&secret))
+        .await?
+        .ok_or_else(|| ApiError::unauthorized("unknown device credential"))?;
+    match device.status.as_str() {
+        "active" => {}
+        "pending" => {
+            return Err(ApiError::forbidden(
+                "this device is waiting for an operator to approve it",
+            ))
+        }
+        _ => return Err(ApiError::unauthorized("this device has been revoked")),
+    }
+    if let Err(e) = state.store.touch_device(device.id, Utc::now()).await {
+        tracing::warn!(error = %e, "could not record device contact");
+    }
+    // The audit trail names the device as the actor.
+    req.extensions_mut().insert(Principal {
+        token_id: device.id,
+        name: format!("device:{}", device.name),
+        role: Role::Viewer,
+    });
+    Ok(DevicePrincipal { device })
+}
+
+impl FromRequest for DevicePrincipal {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, Self::Error>>>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        Box::pin(authenticate_device(req.clone()))
+    }
+}
+
+/// Someone allowed to read artifacts: an API token with read access or an active device.
+#[derive(Debug, Clone)]
+pub struct ArtifactReader;
+
+impl FromRequest for ArtifactReader {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, Self::Error>>>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let req = req.clone();
+        Box::pin(async move {
+            let is_device = bearer(&req)
+                .map(|t| t.starts_with(crate::domain::fleet::DEVICE_PREFIX))
+                .unwrap_or(false);
+            if is_device {
+                authenticate_device(req).await.map(|_| ArtifactReader)
+            } else {
+                authenticate(req)
+                    .await?
+                    .require(Permission::Read)
+                    .map(|_| ArtifactReader)
+            }
+        })
+    }
+}

@@ -111,6 +111,10 @@ pub struct Settings {
     pub workers: usize,
     /// Database connection pool size.
     pub db_max_connections: u32,
+    /// Seconds agents are told to wait between desired-state polls (jittered ±20%).
+    pub poll_interval_secs: u64,
+    /// Longest a desired-state long-poll is held open, in seconds.
+    pub max_long_poll_secs: u64,
 }
 
 fn ser_secret_opt<S: serde::Serializer>(v: &Option<SecretString>, s: S) -> Result<S::Ok, S::Error> {
@@ -138,6 +142,8 @@ impl Default for Settings {
             shutdown_timeout_secs: 30,
             workers: 0,
             db_max_connections: 16,
+            poll_interval_secs: 30,
+            max_long_poll_secs: 60,
         }
     }
 }
@@ -158,6 +164,8 @@ const ENV_KEYS: &[&str] = &[
     "shutdown_timeout_secs",
     "workers",
     "db_max_connections",
+    "poll_interval_secs",
+    "max_long_poll_secs",
 ];
 
 /// A configuration that cannot be used.
@@ -214,6 +222,11 @@ impl Settings {
         if self.max_json_body_bytes < 1024 {
             return Err(ConfigError::Inconsistent(
                 "max_json_body_bytes must be at least 1024".into(),
+            ));
+        }
+        if self.poll_interval_secs == 0 || self.max_long_poll_secs == 0 {
+            return Err(ConfigError::Inconsistent(
+                "poll_interval_secs and max_long_poll_secs must be at least 1".into(),
             ));
         }
         if self.db_max_connections == 0 {

@@ -6,7 +6,7 @@ use utoipa::{Modify, OpenApi};
 use utoipa_actix_web::scope;
 use utoipa_actix_web::service_config::ServiceConfig;
 
-use crate::routes::{artifacts, audit, health, keys, models, tokens};
+use crate::routes::{agent, artifacts, audit, devices, health, keys, models, tokens};
 
 /// Registers every documented route.
 pub fn api_routes(cfg: &mut ServiceConfig) {
@@ -33,7 +33,22 @@ pub fn api_routes(cfg: &mut ServiceConfig) {
                 .service(models::yank_version)
                 .service(artifacts::upload)
                 .service(artifacts::exists)
-                .service(artifacts::download),
+                .service(artifacts::download)
+                .service(devices::create_enrollment_token)
+                .service(devices::list_enrollment_tokens)
+                .service(devices::revoke_enrollment_token)
+                .service(devices::list_devices)
+                .service(devices::get_device)
+                .service(devices::set_labels)
+                .service(devices::approve)
+                .service(devices::revoke)
+                .service(devices::delete_device)
+                .service(devices::deploy)
+                .service(devices::list_deployments)
+                .service(devices::delete_deployment)
+                .service(agent::enroll)
+                .service(agent::desired_state)
+                .service(agent::report),
         );
 }
 
@@ -73,6 +88,8 @@ fn openapi_json() {}
         (name = "trust", description = "Publisher keys, signing threshold, trust root"),
         (name = "models", description = "Models and signed versions"),
         (name = "artifacts", description = "Content-addressed model files"),
+        (name = "devices", description = "Enrollment tokens, devices and deployments"),
+        (name = "agent", description = "The agents' API (device credentials)"),
     )
 )]
 pub struct ApiDoc;
@@ -88,6 +105,17 @@ impl Modify for BearerAuth {
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
                     .description(Some("An API token: `Authorization: Bearer flt_...`"))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "device",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "A device credential from enrollment: `Authorization: Bearer fld_...`",
+                    ))
                     .build(),
             ),
         );

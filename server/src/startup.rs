@@ -35,6 +35,17 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     /// Bounds how many uploaded models are parsed at once (each is held in memory meanwhile).
     pub validation: tokio::sync::Semaphore,
+    /// Signs desired states.
+    pub server_key: flotilla_protocol::signing::SigningKey,
+    /// Bumped whenever anything that feeds desired states changes; wakes long-polls.
+    pub fleet_changes: tokio::sync::watch::Sender<u64>,
+}
+
+impl AppState {
+    /// Wakes every waiting desired-state poll so it recomputes.
+    pub fn fleet_changed(&self) {
+        self.fleet_changes.send_modify(|v| *v = v.wrapping_add(1));
+    }
 }
 
 /// A bound, not yet running server.
@@ -86,7 +97,8 @@ impl Application {
             tls,
             "flotilla-server starting"
         );
-        let server = run(listener, settings, store.clone(), blobs.clone())?;
+        let server_key = crate::domain::fleet::server_key(store.as_ref()).await?;
+        let server = run(listener, settings, store.clone(), blobs.clone(), server_key)?;
         Ok(Self {
             addr,
             port,
@@ -188,6 +200,7 @@ fn run(
     settings: Settings,
     store: Arc<dyn Store>,
     blobs: BlobStore,
+    server_key: flotilla_protocol::signing::SigningKey,
 ) -> anyhow::Result<Server> {
     let settings = Arc::new(settings);
     let state = web::Data::new(AppState {
@@ -195,6 +208,8 @@ fn run(
         blobs,
         settings: settings.clone(),
         validation: tokio::sync::Semaphore::new(1),
+        server_key,
+        fleet_changes: tokio::sync::watch::channel(0).0,
     });
     let metrics = prometheus()?;
     let json_limit = settings.max_json_body_bytes;

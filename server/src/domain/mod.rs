@@ -1,6 +1,7 @@
 //! Domain logic: decisions about models, keys and versions. Nothing here knows about HTTP; the
 //! routes map [`DomainError`] to responses.
 
+pub mod fleet;
 pub mod names;
 pub mod registry;
 

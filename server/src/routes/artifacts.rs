@@ -9,7 +9,7 @@ use flotilla_protocol::ErrorCode;
 use futures_util::StreamExt;
 use serde_json::json;
 
-use crate::auth::{audit_detail, Permission, Principal};
+use crate::auth::{audit_detail, ArtifactReader, Permission, Principal};
 use crate::blob::{BlobError, Sha256Digest};
 use crate::error::ApiError;
 use crate::startup::AppState;
@@ -125,11 +125,10 @@ pub async fn upload(
 )]
 #[head("/artifacts/sha256/{hex}")]
 pub async fn exists(
-    principal: Principal,
+    _reader: ArtifactReader,
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    principal.require(Permission::Read)?;
     let digest = parse_digest(&path)?;
     match state.blobs.size(&digest).await.map_err(blob_error)? {
         // A sized, never-polled body: actix writes its length as Content-Length and, for HEAD,
@@ -146,7 +145,8 @@ pub async fn exists(
     }
 }
 
-/// Downloads an artifact; `Range: bytes=a-b` resumes, `If-None-Match` answers 304.
+/// Downloads an artifact (API tokens and device credentials); `Range: bytes=a-b` resumes,
+/// `If-None-Match` answers 304.
 #[utoipa::path(
     tag = "artifacts",
     params(("hex" = String, Path, description = "sha256 of the content, lowercase hex")),
@@ -162,11 +162,10 @@ pub async fn exists(
 #[get("/artifacts/sha256/{hex}")]
 pub async fn download(
     req: HttpRequest,
-    principal: Principal,
+    _reader: ArtifactReader,
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    principal.require(Permission::Read)?;
     let digest = parse_digest(&path)?;
     let tag = etag(&digest);
     let size = state

@@ -1,8 +1,10 @@
 //! HTTP handlers, one module per resource. Handlers extract, authorise, call the domain or the
 //! store, and map the result; they decide nothing else.
 
+pub mod agent;
 pub mod artifacts;
 pub mod audit;
+pub mod devices;
 pub mod health;
 pub mod keys;
 pub mod models;

@@ -270,6 +270,101 @@ pub struct VersionRecord {
     pub yank_reason: Option<String>,
 }
 
+/// An enrollment token as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnrollmentTokenRecord {
+    /// Id.
+    pub id: Uuid,
+    /// Name.
+    pub name: String,
+    /// Hex sha256 of the secret.
+    pub secret_hash: String,
+    /// First characters of the secret.
+    pub prefix: String,
+    /// Labels given to devices that enroll with it.
+    pub labels: BTreeMap<String, String>,
+    /// Devices wait as `pending` until approved.
+    pub require_approval: bool,
+    /// How many devices may use it.
+    pub max_uses: u32,
+    /// How many have.
+    pub uses: u32,
+    /// Creator's token name.
+    pub created_by: String,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+    /// Expiry.
+    pub expires_at: DateTime<Utc>,
+    /// Revocation.
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// A device as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceRecord {
+    /// Id.
+    pub id: Uuid,
+    /// Name.
+    pub name: String,
+    /// ed25519 public key, base64.
+    pub public_key: String,
+    /// Hex sha256 of the device credential.
+    pub credential_hash: String,
+    /// `active`, `pending` or `revoked`.
+    pub status: String,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// Hardware profile.
+    pub hardware: serde_json::Value,
+    /// Agent version.
+    pub agent_version: String,
+    /// The enrollment token used.
+    pub enrollment_token_id: Option<Uuid>,
+    /// Enrollment time.
+    pub enrolled_at: DateTime<Utc>,
+    /// Last contact.
+    pub last_seen_at: Option<DateTime<Utc>>,
+    /// Sequence of the last desired state issued.
+    pub desired_sequence: u64,
+    /// Hash of that state's slots.
+    pub desired_hash: Option<String>,
+    /// That state's signed envelope.
+    pub desired_envelope: Option<serde_json::Value>,
+    /// That state's expiry.
+    pub desired_expires_at: Option<DateTime<Utc>>,
+    /// Sequence the device last reported applied.
+    pub applied_sequence: u64,
+    /// Last report counter seen.
+    pub last_report_seq: u64,
+    /// Last reported slot statuses.
+    pub slot_status: serde_json::Value,
+    /// Last reported health window.
+    pub last_health: Option<serde_json::Value>,
+}
+
+/// A deployment: the version of a model that devices matching a selector run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeploymentRecord {
+    /// Id.
+    pub id: Uuid,
+    /// Model id.
+    pub model_id: Uuid,
+    /// Model name.
+    pub model_name: String,
+    /// Version.
+    pub version: String,
+    /// Label selector (all must match).
+    pub selector: BTreeMap<String, String>,
+    /// Canonical text of the selector (`k=v,k2=v2`, sorted).
+    pub selector_text: String,
+    /// Who set it.
+    pub created_by: String,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+}
+
 /// Everything the server persists, behind one interface.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -300,6 +395,8 @@ pub trait Store: Send + Sync + 'static {
     async fn get_setting(&self, key: &str) -> Result<Option<String>, StoreError>;
     /// Writes a server setting.
     async fn put_setting(&self, key: &str, value: &str) -> Result<(), StoreError>;
+    /// Writes a server setting unless it is already set.
+    async fn put_setting_if_absent(&self, key: &str, value: &str) -> Result<(), StoreError>;
 
     /// Registers a publisher key; `Conflict` if its id or name is taken.
     async fn insert_publisher_key(&self, key: &PublisherKeyRecord) -> Result<(), StoreError>;
@@ -337,6 +434,79 @@ pub trait Store: Send + Sync + 'static {
         at: DateTime<Utc>,
         reason: &str,
     ) -> Result<VersionRecord, StoreError>;
+
+    /// Stores a new enrollment token.
+    async fn insert_enrollment_token(&self, t: &EnrollmentTokenRecord) -> Result<(), StoreError>;
+    /// All enrollment tokens, oldest first.
+    async fn list_enrollment_tokens(&self) -> Result<Vec<EnrollmentTokenRecord>, StoreError>;
+    /// Revokes an enrollment token (idempotent).
+    async fn revoke_enrollment_token(
+        &self,
+        id: Uuid,
+        at: DateTime<Utc>,
+    ) -> Result<EnrollmentTokenRecord, StoreError>;
+    /// In one transaction: uses the enrollment token whose secret hashes to `token_hash` (it must
+    /// be unrevoked, unexpired and not used up; otherwise `NotFound`) and inserts the device,
+    /// with the token's labels merged over the device's and the token's approval rule applied.
+    async fn enroll_device(
+        &self,
+        token_hash: &str,
+        device: &DeviceRecord,
+    ) -> Result<DeviceRecord, StoreError>;
+    /// The device whose credential hashes to `hash`.
+    async fn device_by_credential(&self, hash: &str) -> Result<Option<DeviceRecord>, StoreError>;
+    /// A device by id.
+    async fn get_device(&self, id: Uuid) -> Result<Option<DeviceRecord>, StoreError>;
+    /// All devices, by enrollment time.
+    async fn list_devices(&self) -> Result<Vec<DeviceRecord>, StoreError>;
+    /// Replaces a device's labels.
+    async fn set_device_labels(
+        &self,
+        id: Uuid,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<DeviceRecord, StoreError>;
+    /// Sets a device's status.
+    async fn set_device_status(&self, id: Uuid, status: &str) -> Result<DeviceRecord, StoreError>;
+    /// Deletes a device and its reports.
+    async fn delete_device(&self, id: Uuid) -> Result<(), StoreError>;
+    /// Records contact from the device (at most once every few seconds).
+    async fn touch_device(&self, id: Uuid, at: DateTime<Utc>) -> Result<(), StoreError>;
+    /// Stores a newly issued desired state if the device's sequence is still `previous`;
+    /// false when another request issued one first.
+    async fn save_desired_state(
+        &self,
+        id: Uuid,
+        previous: u64,
+        sequence: u64,
+        hash: &str,
+        envelope: &serde_json::Value,
+        expires_at: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
+    /// Records a report unless its `report_seq` was seen already (then false).
+    #[allow(clippy::too_many_arguments)]
+    async fn record_report(
+        &self,
+        id: Uuid,
+        report_seq: u64,
+        at: DateTime<Utc>,
+        report: &serde_json::Value,
+        applied_sequence: u64,
+        slot_status: &serde_json::Value,
+        health: Option<&serde_json::Value>,
+    ) -> Result<bool, StoreError>;
+    /// The latest reports of a device, newest first.
+    async fn list_reports(
+        &self,
+        id: Uuid,
+        limit: u32,
+    ) -> Result<Vec<(DateTime<Utc>, serde_json::Value)>, StoreError>;
+
+    /// Creates or updates the deployment of `model_id` for `selector_text`; true when created.
+    async fn upsert_deployment(&self, d: &DeploymentRecord) -> Result<bool, StoreError>;
+    /// All deployments.
+    async fn list_deployments(&self) -> Result<Vec<DeploymentRecord>, StoreError>;
+    /// Deletes a deployment.
+    async fn delete_deployment(&self, id: Uuid) -> Result<(), StoreError>;
 }
 
 /// Connects to the database named by `url`, or to SQLite under `data_dir` when there is none,

@@ -2,7 +2,10 @@
 //! `ON CONFLICT`). [`shared_queries!`] expands them once per backend, so each backend's store
 //! is concrete code with no generic bounds to read through, and the SQL exists once.
 
-use super::{AuditEntry, ModelRecord, PublisherKeyRecord, StoreError, TokenRecord, VersionRecord};
+use super::{
+    AuditEntry, DeploymentRecord, DeviceRecord, EnrollmentTokenRecord, ModelRecord,
+    PublisherKeyRecord, StoreError, TokenRecord, VersionRecord,
+};
 use chrono::{DateTime, Utc};
 use flotilla_protocol::registry::{SignerInfo, TensorInfo};
 use sqlx::types::Json;
@@ -176,17 +179,145 @@ impl From<VersionRow> for VersionRecord {
     }
 }
 
+pub(crate) const ET_COLUMNS: &str = "id, name, secret_hash, prefix, labels, require_approval, \
+     max_uses, uses, created_by, created_at, expires_at, revoked_at";
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct EnrollmentTokenRow {
+    id: Uuid,
+    name: String,
+    secret_hash: String,
+    prefix: String,
+    labels: Json<BTreeMap<String, String>>,
+    require_approval: bool,
+    max_uses: i32,
+    uses: i32,
+    created_by: String,
+    created_at: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+    revoked_at: Option<DateTime<Utc>>,
+}
+
+impl From<EnrollmentTokenRow> for EnrollmentTokenRecord {
+    fn from(r: EnrollmentTokenRow) -> Self {
+        EnrollmentTokenRecord {
+            id: r.id,
+            name: r.name,
+            secret_hash: r.secret_hash,
+            prefix: r.prefix,
+            labels: r.labels.0,
+            require_approval: r.require_approval,
+            max_uses: u32::try_from(r.max_uses).unwrap_or(0),
+            uses: u32::try_from(r.uses).unwrap_or(0),
+            created_by: r.created_by,
+            created_at: r.created_at,
+            expires_at: r.expires_at,
+            revoked_at: r.revoked_at,
+        }
+    }
+}
+
+pub(crate) const DEVICE_COLUMNS: &str = "id, name, public_key, credential_hash, status, labels, \
+     hardware, agent_version, enrollment_token_id, enrolled_at, last_seen_at, desired_sequence, \
+     desired_hash, desired_envelope, desired_expires_at, applied_sequence, last_report_seq, \
+     slot_status, last_health";
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct DeviceRow {
+    id: Uuid,
+    name: String,
+    public_key: String,
+    credential_hash: String,
+    status: String,
+    labels: Json<BTreeMap<String, String>>,
+    hardware: Json<serde_json::Value>,
+    agent_version: String,
+    enrollment_token_id: Option<Uuid>,
+    enrolled_at: DateTime<Utc>,
+    last_seen_at: Option<DateTime<Utc>>,
+    desired_sequence: i64,
+    desired_hash: Option<String>,
+    desired_envelope: Option<Json<serde_json::Value>>,
+    desired_expires_at: Option<DateTime<Utc>>,
+    applied_sequence: i64,
+    last_report_seq: i64,
+    slot_status: Json<serde_json::Value>,
+    last_health: Option<Json<serde_json::Value>>,
+}
+
+impl From<DeviceRow> for DeviceRecord {
+    fn from(r: DeviceRow) -> Self {
+        DeviceRecord {
+            id: r.id,
+            name: r.name,
+            public_key: r.public_key,
+            credential_hash: r.credential_hash,
+            status: r.status,
+            labels: r.labels.0,
+            hardware: r.hardware.0,
+            agent_version: r.agent_version,
+            enrollment_token_id: r.enrollment_token_id,
+            enrolled_at: r.enrolled_at,
+            last_seen_at: r.last_seen_at,
+            desired_sequence: u64::try_from(r.desired_sequence).unwrap_or(0),
+            desired_hash: r.desired_hash,
+            desired_envelope: r.desired_envelope.map(|j| j.0),
+            desired_expires_at: r.desired_expires_at,
+            applied_sequence: u64::try_from(r.applied_sequence).unwrap_or(0),
+            last_report_seq: u64::try_from(r.last_report_seq).unwrap_or(0),
+            slot_status: r.slot_status.0,
+            last_health: r.last_health.map(|j| j.0),
+        }
+    }
+}
+
+pub(crate) const DEPLOYMENT_SELECT: &str = "SELECT d.id, d.model_id, m.name AS model_name, \
+     d.version, d.selector, d.selector_text, d.created_by, d.created_at, d.updated_at \
+     FROM deployments d JOIN models m ON m.id = d.model_id";
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct DeploymentRow {
+    id: Uuid,
+    model_id: Uuid,
+    model_name: String,
+    version: String,
+    selector: Json<BTreeMap<String, String>>,
+    selector_text: String,
+    created_by: String,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl From<DeploymentRow> for DeploymentRecord {
+    fn from(r: DeploymentRow) -> Self {
+        DeploymentRecord {
+            id: r.id,
+            model_id: r.model_id,
+            model_name: r.model_name,
+            version: r.version,
+            selector: r.selector.0,
+            selector_text: r.selector_text,
+            created_by: r.created_by,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        }
+    }
+}
+
 /// Expands the shared queries as free functions over `sqlx::Pool<$db>`.
 macro_rules! shared_queries {
     ($db:ty) => {
         use crate::store::shared::{
-            AuditRow, KeyRow, ModelRow, TokenRow, VersionRow, AUDIT_COLUMNS, KEY_COLUMNS,
+            AuditRow, DeploymentRow, DeviceRow, EnrollmentTokenRow, KeyRow, ModelRow, TokenRow,
+            VersionRow, AUDIT_COLUMNS, DEPLOYMENT_SELECT, DEVICE_COLUMNS, ET_COLUMNS, KEY_COLUMNS,
             MODEL_COLUMNS, TOKEN_COLUMNS, VERSION_SELECT,
         };
         use crate::store::{
-            AuditEntry, AuditQuery, ModelRecord, NewAuditEntry, NewToken, PublisherKeyRecord,
-            StoreError, TokenRecord, VersionRecord,
+            AuditEntry, AuditQuery, DeploymentRecord, DeviceRecord, EnrollmentTokenRecord,
+            ModelRecord, NewAuditEntry, NewToken, PublisherKeyRecord, StoreError, TokenRecord,
+            VersionRecord,
         };
+        use std::collections::BTreeMap;
         use chrono::{DateTime, Utc};
         use sqlx::types::Json;
         use uuid::Uuid;
@@ -351,6 +482,16 @@ macro_rules! shared_queries {
             .await
             .map(|_| ())
             .map_err(|e| StoreError::from_sqlx("setting", e))
+        }
+
+        pub(crate) async fn put_setting_if_absent(pool: &Pool, key: &str, value: &str) -> Result<(), StoreError> {
+            sqlx::query("INSERT INTO server_settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING")
+                .bind(key)
+                .bind(value)
+                .execute(pool)
+                .await
+                .map(|_| ())
+                .map_err(|e| StoreError::from_sqlx("setting", e))
         }
 
         pub(crate) async fn insert_publisher_key(
@@ -521,6 +662,343 @@ macro_rules! shared_queries {
                 .await?
                 .ok_or_else(|| StoreError::NotFound("model version".into()))
         }
+
+        fn db_err(what: &'static str) -> impl Fn(sqlx::Error) -> StoreError {
+            move |e| StoreError::from_sqlx(what, e)
+        }
+
+        fn i64_of(v: u64) -> i64 {
+            i64::try_from(v).unwrap_or(i64::MAX)
+        }
+
+        pub(crate) async fn insert_enrollment_token(pool: &Pool, t: &EnrollmentTokenRecord) -> Result<(), StoreError> {
+            sqlx::query(&format!(
+                "INSERT INTO enrollment_tokens ({ET_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+            ))
+            .bind(t.id)
+            .bind(&t.name)
+            .bind(&t.secret_hash)
+            .bind(&t.prefix)
+            .bind(Json(&t.labels))
+            .bind(t.require_approval)
+            .bind(i32::try_from(t.max_uses).unwrap_or(i32::MAX))
+            .bind(i32::try_from(t.uses).unwrap_or(i32::MAX))
+            .bind(&t.created_by)
+            .bind(t.created_at)
+            .bind(t.expires_at)
+            .bind(t.revoked_at)
+            .execute(pool)
+            .await
+            .map(|_| ())
+            .map_err(db_err("enrollment token"))
+        }
+
+        pub(crate) async fn list_enrollment_tokens(pool: &Pool) -> Result<Vec<EnrollmentTokenRecord>, StoreError> {
+            Ok(sqlx::query_as::<_, EnrollmentTokenRow>(&format!(
+                "SELECT {ET_COLUMNS} FROM enrollment_tokens ORDER BY created_at, id"
+            ))
+            .fetch_all(pool)
+            .await
+            .map_err(db_err("enrollment token"))?
+            .into_iter()
+            .map(Into::into)
+            .collect())
+        }
+
+        pub(crate) async fn revoke_enrollment_token(
+            pool: &Pool,
+            id: Uuid,
+            at: DateTime<Utc>,
+        ) -> Result<EnrollmentTokenRecord, StoreError> {
+            Ok(sqlx::query_as::<_, EnrollmentTokenRow>(&format!(
+                "UPDATE enrollment_tokens SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1 RETURNING {ET_COLUMNS}"
+            ))
+            .bind(id)
+            .bind(at)
+            .fetch_one(pool)
+            .await
+            .map_err(db_err("enrollment token"))?
+            .into())
+        }
+
+        pub(crate) async fn enroll_device(
+            pool: &Pool,
+            token_hash: &str,
+            d: &DeviceRecord,
+        ) -> Result<DeviceRecord, StoreError> {
+            let mut tx = pool.begin().await.map_err(db_err("enrollment"))?;
+            let token: EnrollmentTokenRecord = sqlx::query_as::<_, EnrollmentTokenRow>(&format!(
+                "UPDATE enrollment_tokens SET uses = uses + 1 \
+                 WHERE secret_hash = $1 AND revoked_at IS NULL AND expires_at > $2 AND uses < max_uses \
+                 RETURNING {ET_COLUMNS}"
+            ))
+            .bind(token_hash)
+            .bind(d.enrolled_at)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_err("enrollment token"))?
+            .ok_or_else(|| StoreError::NotFound("usable enrollment token".into()))?
+            .into();
+            let mut device = d.clone();
+            device.labels.extend(token.labels.clone());
+            device.status = if token.require_approval { "pending" } else { "active" }.into();
+            device.enrollment_token_id = Some(token.id);
+            sqlx::query(&format!(
+                "INSERT INTO devices ({DEVICE_COLUMNS}) VALUES \
+                 ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)"
+            ))
+            .bind(device.id)
+            .bind(&device.name)
+            .bind(&device.public_key)
+            .bind(&device.credential_hash)
+            .bind(&device.status)
+            .bind(Json(&device.labels))
+            .bind(Json(&device.hardware))
+            .bind(&device.agent_version)
+            .bind(device.enrollment_token_id)
+            .bind(device.enrolled_at)
+            .bind(device.last_seen_at)
+            .bind(i64_of(device.desired_sequence))
+            .bind(device.desired_hash.as_deref())
+            .bind(device.desired_envelope.as_ref().map(Json))
+            .bind(device.desired_expires_at)
+            .bind(i64_of(device.applied_sequence))
+            .bind(i64_of(device.last_report_seq))
+            .bind(Json(&device.slot_status))
+            .bind(device.last_health.as_ref().map(Json))
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err("device"))?;
+            tx.commit().await.map_err(db_err("enrollment"))?;
+            Ok(device)
+        }
+
+        pub(crate) async fn device_by_credential(pool: &Pool, hash: &str) -> Result<Option<DeviceRecord>, StoreError> {
+            let sql = format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE credential_hash = $1");
+            Ok(sqlx::query_as::<_, DeviceRow>(&sql)
+                .bind(hash)
+                .fetch_optional(pool)
+                .await
+                .map_err(db_err("device"))?
+                .map(Into::into))
+        }
+
+        pub(crate) async fn get_device(pool: &Pool, id: Uuid) -> Result<Option<DeviceRecord>, StoreError> {
+            let sql = format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE id = $1");
+            Ok(sqlx::query_as::<_, DeviceRow>(&sql)
+                .bind(id)
+                .fetch_optional(pool)
+                .await
+                .map_err(db_err("device"))?
+                .map(Into::into))
+        }
+
+        pub(crate) async fn list_devices(pool: &Pool) -> Result<Vec<DeviceRecord>, StoreError> {
+            Ok(sqlx::query_as::<_, DeviceRow>(&format!("SELECT {DEVICE_COLUMNS} FROM devices ORDER BY enrolled_at, id"))
+                .fetch_all(pool)
+                .await
+                .map_err(db_err("device"))?
+                .into_iter()
+                .map(Into::into)
+                .collect())
+        }
+
+        pub(crate) async fn set_device_labels(
+            pool: &Pool,
+            id: Uuid,
+            labels: &BTreeMap<String, String>,
+        ) -> Result<DeviceRecord, StoreError> {
+            Ok(sqlx::query_as::<_, DeviceRow>(&format!(
+                "UPDATE devices SET labels = $2 WHERE id = $1 RETURNING {DEVICE_COLUMNS}"
+            ))
+            .bind(id)
+            .bind(Json(labels))
+            .fetch_one(pool)
+            .await
+            .map_err(db_err("device"))?
+            .into())
+        }
+
+        pub(crate) async fn set_device_status(pool: &Pool, id: Uuid, status: &str) -> Result<DeviceRecord, StoreError> {
+            Ok(sqlx::query_as::<_, DeviceRow>(&format!(
+                "UPDATE devices SET status = $2 WHERE id = $1 RETURNING {DEVICE_COLUMNS}"
+            ))
+            .bind(id)
+            .bind(status)
+            .fetch_one(pool)
+            .await
+            .map_err(db_err("device"))?
+            .into())
+        }
+
+        pub(crate) async fn delete_device(pool: &Pool, id: Uuid) -> Result<(), StoreError> {
+            let mut tx = pool.begin().await.map_err(db_err("device"))?;
+            sqlx::query("DELETE FROM device_reports WHERE device_id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err("device"))?;
+            let done = sqlx::query("DELETE FROM devices WHERE id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err("device"))?;
+            if done.rows_affected() == 0 {
+                return Err(StoreError::NotFound("device".into()));
+            }
+            tx.commit().await.map_err(db_err("device"))
+        }
+
+        pub(crate) async fn touch_device(pool: &Pool, id: Uuid, at: DateTime<Utc>) -> Result<(), StoreError> {
+            sqlx::query(
+                "UPDATE devices SET last_seen_at = $2 WHERE id = $1 AND (last_seen_at IS NULL OR last_seen_at < $3)",
+            )
+            .bind(id)
+            .bind(at)
+            .bind(at - chrono::Duration::seconds(5))
+            .execute(pool)
+            .await
+            .map(|_| ())
+            .map_err(db_err("device"))
+        }
+
+        pub(crate) async fn save_desired_state(
+            pool: &Pool,
+            id: Uuid,
+            previous: u64,
+            sequence: u64,
+            hash: &str,
+            envelope: &serde_json::Value,
+            expires_at: DateTime<Utc>,
+        ) -> Result<bool, StoreError> {
+            let done = sqlx::query(
+                "UPDATE devices SET desired_sequence = $3, desired_hash = $4, desired_envelope = $5, \
+                 desired_expires_at = $6 WHERE id = $1 AND desired_sequence = $2",
+            )
+            .bind(id)
+            .bind(i64_of(previous))
+            .bind(i64_of(sequence))
+            .bind(hash)
+            .bind(Json(envelope))
+            .bind(expires_at)
+            .execute(pool)
+            .await
+            .map_err(db_err("device"))?;
+            Ok(done.rows_affected() == 1)
+        }
+
+        #[allow(clippy::too_many_arguments)]
+        pub(crate) async fn record_report(
+            pool: &Pool,
+            id: Uuid,
+            report_seq: u64,
+            at: DateTime<Utc>,
+            report: &serde_json::Value,
+            applied_sequence: u64,
+            slot_status: &serde_json::Value,
+            health: Option<&serde_json::Value>,
+        ) -> Result<bool, StoreError> {
+            let mut tx = pool.begin().await.map_err(db_err("report"))?;
+            let updated = sqlx::query(
+                "UPDATE devices SET last_report_seq = $2, applied_sequence = $3, slot_status = $4, \
+                 last_health = COALESCE($5, last_health), last_seen_at = $6 \
+                 WHERE id = $1 AND last_report_seq < $2",
+            )
+            .bind(id)
+            .bind(i64_of(report_seq))
+            .bind(i64_of(applied_sequence))
+            .bind(Json(slot_status))
+            .bind(health.map(Json))
+            .bind(at)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err("report"))?;
+            if updated.rows_affected() == 0 {
+                return Ok(false);
+            }
+            sqlx::query("INSERT INTO device_reports (device_id, report_seq, received_at, report) VALUES ($1, $2, $3, $4)")
+                .bind(id)
+                .bind(i64_of(report_seq))
+                .bind(at)
+                .bind(Json(report))
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err("report"))?;
+            tx.commit().await.map_err(db_err("report"))?;
+            Ok(true)
+        }
+
+        pub(crate) async fn list_reports(
+            pool: &Pool,
+            id: Uuid,
+            limit: u32,
+        ) -> Result<Vec<(DateTime<Utc>, serde_json::Value)>, StoreError> {
+            let rows: Vec<(DateTime<Utc>, Json<serde_json::Value>)> = sqlx::query_as(
+                "SELECT received_at, report FROM device_reports WHERE device_id = $1 ORDER BY report_seq DESC LIMIT $2",
+            )
+            .bind(id)
+            .bind(i64::from(limit.clamp(1, 1000)))
+            .fetch_all(pool)
+            .await
+            .map_err(db_err("report"))?;
+            Ok(rows.into_iter().map(|(t, j)| (t, j.0)).collect())
+        }
+
+        pub(crate) async fn upsert_deployment(pool: &Pool, d: &DeploymentRecord) -> Result<bool, StoreError> {
+            let updated = sqlx::query(
+                "UPDATE deployments SET version = $3, created_by = $4, updated_at = $5 \
+                 WHERE model_id = $1 AND selector_text = $2",
+            )
+            .bind(d.model_id)
+            .bind(&d.selector_text)
+            .bind(&d.version)
+            .bind(&d.created_by)
+            .bind(d.updated_at)
+            .execute(pool)
+            .await
+            .map_err(db_err("deployment"))?;
+            if updated.rows_affected() > 0 {
+                return Ok(false);
+            }
+            sqlx::query(
+                "INSERT INTO deployments (id, model_id, version, selector, selector_text, created_by, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            )
+            .bind(d.id)
+            .bind(d.model_id)
+            .bind(&d.version)
+            .bind(Json(&d.selector))
+            .bind(&d.selector_text)
+            .bind(&d.created_by)
+            .bind(d.created_at)
+            .bind(d.updated_at)
+            .execute(pool)
+            .await
+            .map(|_| true)
+            .map_err(db_err("deployment"))
+        }
+
+        pub(crate) async fn list_deployments(pool: &Pool) -> Result<Vec<DeploymentRecord>, StoreError> {
+            Ok(sqlx::query_as::<_, DeploymentRow>(&format!("{DEPLOYMENT_SELECT} ORDER BY m.name, d.selector_text"))
+                .fetch_all(pool)
+                .await
+                .map_err(db_err("deployment"))?
+                .into_iter()
+                .map(Into::into)
+                .collect())
+        }
+
+        pub(crate) async fn delete_deployment(pool: &Pool, id: Uuid) -> Result<(), StoreError> {
+            let done = sqlx::query("DELETE FROM deployments WHERE id = $1")
+                .bind(id)
+                .execute(pool)
+                .await
+                .map_err(db_err("deployment"))?;
+            if done.rows_affected() == 0 {
+                return Err(StoreError::NotFound("deployment".into()));
+            }
+            Ok(())
+        }
     };
 }
 
@@ -568,6 +1046,9 @@ macro_rules! impl_store {
             async fn put_setting(&self, key: &str, value: &str) -> Result<(), StoreError> {
                 q::put_setting(&self.pool, key, value).await
             }
+            async fn put_setting_if_absent(&self, key: &str, value: &str) -> Result<(), StoreError> {
+                q::put_setting_if_absent(&self.pool, key, value).await
+            }
             async fn insert_publisher_key(&self, k: &crate::store::PublisherKeyRecord) -> Result<(), StoreError> {
                 q::insert_publisher_key(&self.pool, k).await
             }
@@ -597,6 +1078,57 @@ macro_rules! impl_store {
             }
             async fn yank_version(&self, model_id: Uuid, version: &str, at: DateTime<Utc>, reason: &str) -> Result<crate::store::VersionRecord, StoreError> {
                 q::yank_version(&self.pool, model_id, version, at, reason).await
+            }
+            async fn insert_enrollment_token(&self, t: &crate::store::EnrollmentTokenRecord) -> Result<(), StoreError> {
+                q::insert_enrollment_token(&self.pool, t).await
+            }
+            async fn list_enrollment_tokens(&self) -> Result<Vec<crate::store::EnrollmentTokenRecord>, StoreError> {
+                q::list_enrollment_tokens(&self.pool).await
+            }
+            async fn revoke_enrollment_token(&self, id: Uuid, at: DateTime<Utc>) -> Result<crate::store::EnrollmentTokenRecord, StoreError> {
+                q::revoke_enrollment_token(&self.pool, id, at).await
+            }
+            async fn enroll_device(&self, token_hash: &str, d: &crate::store::DeviceRecord) -> Result<crate::store::DeviceRecord, StoreError> {
+                q::enroll_device(&self.pool, token_hash, d).await
+            }
+            async fn device_by_credential(&self, hash: &str) -> Result<Option<crate::store::DeviceRecord>, StoreError> {
+                q::device_by_credential(&self.pool, hash).await
+            }
+            async fn get_device(&self, id: Uuid) -> Result<Option<crate::store::DeviceRecord>, StoreError> {
+                q::get_device(&self.pool, id).await
+            }
+            async fn list_devices(&self) -> Result<Vec<crate::store::DeviceRecord>, StoreError> {
+                q::list_devices(&self.pool).await
+            }
+            async fn set_device_labels(&self, id: Uuid, labels: &std::collections::BTreeMap<String, String>) -> Result<crate::store::DeviceRecord, StoreError> {
+                q::set_device_labels(&self.pool, id, labels).await
+            }
+            async fn set_device_status(&self, id: Uuid, status: &str) -> Result<crate::store::DeviceRecord, StoreError> {
+                q::set_device_status(&self.pool, id, status).await
+            }
+            async fn delete_device(&self, id: Uuid) -> Result<(), StoreError> {
+                q::delete_device(&self.pool, id).await
+            }
+            async fn touch_device(&self, id: Uuid, at: DateTime<Utc>) -> Result<(), StoreError> {
+                q::touch_device(&self.pool, id, at).await
+            }
+            async fn save_desired_state(&self, id: Uuid, previous: u64, sequence: u64, hash: &str, envelope: &serde_json::Value, expires_at: DateTime<Utc>) -> Result<bool, StoreError> {
+                q::save_desired_state(&self.pool, id, previous, sequence, hash, envelope, expires_at).await
+            }
+            async fn record_report(&self, id: Uuid, report_seq: u64, at: DateTime<Utc>, report: &serde_json::Value, applied_sequence: u64, slot_status: &serde_json::Value, health: Option<&serde_json::Value>) -> Result<bool, StoreError> {
+                q::record_report(&self.pool, id, report_seq, at, report, applied_sequence, slot_status, health).await
+            }
+            async fn list_reports(&self, id: Uuid, limit: u32) -> Result<Vec<(DateTime<Utc>, serde_json::Value)>, StoreError> {
+                q::list_reports(&self.pool, id, limit).await
+            }
+            async fn upsert_deployment(&self, d: &crate::store::DeploymentRecord) -> Result<bool, StoreError> {
+                q::upsert_deployment(&self.pool, d).await
+            }
+            async fn list_deployments(&self) -> Result<Vec<crate::store::DeploymentRecord>, StoreError> {
+                q::list_deployments(&self.pool).await
+            }
+            async fn delete_deployment(&self, id: Uuid) -> Result<(), StoreError> {
+                q::delete_deployment(&self.pool, id).await
             }
             $($extra)*
         }

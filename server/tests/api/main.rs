@@ -5,6 +5,7 @@ mod helpers;
 
 mod blob;
 mod errors;
+mod fleet;
 mod health;
 mod openapi;
 mod registry;

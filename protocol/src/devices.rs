@@ -1,0 +1,174 @@
+//! Device management: enrollment tokens, devices and deployments.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+fn default_expiry() -> u64 {
+    24 * 3600
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// Body of `POST /api/v1/enrollment-tokens`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CreateEnrollmentTokenRequest {
+    /// What it is for (`plant-7 gateways`).
+    pub name: String,
+    /// Labels every device enrolling with it gets (they win over the device's own).
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Lifetime in seconds (default one day, at most a year).
+    #[serde(default = "default_expiry")]
+    pub expires_in_secs: u64,
+    /// How many devices may enroll with it (default 1).
+    #[serde(default = "one")]
+    pub max_uses: u32,
+    /// Enrolled devices wait as `pending` until an operator approves them.
+    #[serde(default)]
+    pub require_approval: bool,
+}
+
+/// An enrollment token as listed (never the secret).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct EnrollmentTokenInfo {
+    /// Id.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// First characters of the secret.
+    pub prefix: String,
+    /// Labels applied.
+    pub labels: BTreeMap<String, String>,
+    /// Whether devices need approval.
+    pub require_approval: bool,
+    /// Allowed uses.
+    pub max_uses: u32,
+    /// Uses so far.
+    pub uses: u32,
+    /// Creator.
+    pub created_by: String,
+    /// Creation (RFC 3339).
+    pub created_at: String,
+    /// Expiry (RFC 3339).
+    pub expires_at: String,
+    /// Revocation (RFC 3339).
+    pub revoked_at: Option<String>,
+}
+
+/// Answer to `POST /api/v1/enrollment-tokens`: the only time the secret is shown.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CreatedEnrollmentToken {
+    /// Metadata.
+    #[serde(flatten)]
+    pub info: EnrollmentTokenInfo,
+    /// The secret (`fle_...`) to give the agent (`--enroll-token`).
+    pub token: String,
+}
+
+/// Body of `GET /api/v1/enrollment-tokens`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct EnrollmentTokenList {
+    /// Tokens, oldest first.
+    pub tokens: Vec<EnrollmentTokenInfo>,
+}
+
+/// A device.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DeviceInfo {
+    /// Id.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// `active`, `pending` or `revoked`.
+    pub status: String,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// Hardware profile.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub hardware: serde_json::Value,
+    /// Agent version.
+    pub agent_version: String,
+    /// Enrollment (RFC 3339).
+    pub enrolled_at: String,
+    /// Last contact (RFC 3339).
+    pub last_seen_at: Option<String>,
+    /// Sequence of the last desired state issued to it.
+    pub desired_sequence: u64,
+    /// Sequence it last reported applied.
+    pub applied_sequence: u64,
+    /// What it should run: model → version.
+    pub desired: BTreeMap<String, String>,
+    /// Per-slot status as last reported.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub slots: serde_json::Value,
+    /// Last reported health window.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub health: Option<serde_json::Value>,
+}
+
+/// Body of `GET /api/v1/devices`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DeviceList {
+    /// Devices, by enrollment time.
+    pub devices: Vec<DeviceInfo>,
+}
+
+/// Body of `PUT /api/v1/devices/{id}/labels`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct SetLabelsRequest {
+    /// The device's new labels (replacing the old).
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Body of `PUT /api/v1/deployments`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct DeployRequest {
+    /// Model name.
+    pub model: String,
+    /// Version to run.
+    pub version: String,
+    /// Label selector, `key=value[,key=value...]`; empty selects every device.
+    #[serde(default)]
+    pub selector: String,
+}
+
+/// A deployment.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DeploymentInfo {
+    /// Id.
+    pub id: String,
+    /// Model.
+    pub model: String,
+    /// Version.
+    pub version: String,
+    /// Canonical selector.
+    pub selector: String,
+    /// Who set it.
+    pub created_by: String,
+    /// Last change (RFC 3339).
+    pub updated_at: String,
+    /// Devices it currently selects (a more specific deployment of the same model wins).
+    pub devices: u64,
+}
+
+/// Body of `GET /api/v1/deployments`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DeploymentList {
+    /// Deployments by model and selector.
+    pub deployments: Vec<DeploymentInfo>,
+}

@@ -1,0 +1,361 @@
+//! Devices, enrollment, deployments and each device's signed desired state.
+
+use chrono::{DateTime, Duration, Utc};
+use flotilla_protocol::agent::{
+    sign_desired_state, DesiredState, EnrollRequest, ModelSlot, SignedDesiredState,
+};
+use flotilla_protocol::devices::CreateEnrollmentTokenRequest;
+use flotilla_protocol::signing::SigningKey;
+use flotilla_protocol::ErrorCode;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use uuid::Uuid;
+
+use super::names::{parse_label_name, parse_version, ModelName};
+use super::DomainError;
+use crate::auth;
+use crate::store::{DeploymentRecord, DeviceRecord, EnrollmentTokenRecord, Store, StoreError};
+
+/// Prefix of enrollment token secrets.
+pub const ENROLLMENT_PREFIX: &str = "fle_";
+/// Prefix of device credentials.
+pub const DEVICE_PREFIX: &str = "fld_";
+/// How long a signed desired state stays valid.
+const STATE_LIFETIME_DAYS: i64 = 7;
+/// A stored state is re-signed when it has less than this left.
+const STATE_REFRESH_DAYS: i64 = 6;
+
+/// A label selector: every `key=value` must match.
+pub type Selector = BTreeMap<String, String>;
+
+/// Parses `key=value[,key=value...]`; empty selects everything.
+pub fn parse_selector(text: &str) -> Result<Selector, DomainError> {
+    let mut out = Selector::new();
+    for term in text.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+        let (k, v) = term.split_once('=').ok_or_else(|| {
+            DomainError::invalid(
+                ErrorCode::InvalidArgument,
+                format!("selector term `{term}` must be key=value"),
+            )
+        })?;
+        let k = parse_label_name("label key", k)?;
+        let v = v.trim().to_owned();
+        if out.insert(k.clone(), v).is_some() {
+            return Err(DomainError::invalid(
+                ErrorCode::InvalidArgument,
+                format!("selector names `{k}` twice"),
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// Canonical text of a selector (sorted `k=v` joined by commas).
+pub fn selector_text(s: &Selector) -> String {
+    s.iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Whether `labels` satisfy `selector`.
+pub fn matches(selector: &Selector, labels: &BTreeMap<String, String>) -> bool {
+    selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+fn validate_labels(labels: &BTreeMap<String, String>) -> Result<(), DomainError> {
+    for (k, v) in labels {
+        parse_label_name("label key", k)?;
+        if k.contains('=') || k.contains(',') || v.contains(',') || v.chars().count() > 256 {
+            return Err(DomainError::invalid(
+                ErrorCode::InvalidArgument,
+                format!("label `{k}`: keys may not contain '=' or ',', values no ',' and at most 256 characters"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn secret(prefix: &str) -> String {
+    auth::generate_secret().replacen(auth::TOKEN_PREFIX, prefix, 1)
+}
+
+/// Creates an enrollment token; returns it with its secret.
+pub async fn create_enrollment_token(
+    store: &dyn Store,
+    req: &CreateEnrollmentTokenRequest,
+    created_by: &str,
+    now: DateTime<Utc>,
+) -> Result<(EnrollmentTokenRecord, String), DomainError> {
+    let name = parse_label_name("token name", &req.name)?;
+    validate_labels(&req.labels)?;
+    if req.expires_in_secs == 0 || req.expires_in_secs > 366 * 24 * 3600 {
+        return Err(DomainError::invalid(
+            ErrorCode::InvalidArgument,
+            "expires_in_secs must be between 1 and one year",
+        ));
+    }
+    if req.max_uses == 0 || req.max_uses > 100_000 {
+        return Err(DomainError::invalid(
+            ErrorCode::InvalidArgument,
+            "max_uses must be between 1 and 100000",
+        ));
+    }
+    let secret = secret(ENROLLMENT_PREFIX);
+    let record = EnrollmentTokenRecord {
+        id: Uuid::new_v4(),
+        name,
+        secret_hash: auth::hash_secret(&secret),
+        prefix: auth::shown_prefix(&secret),
+        labels: req.labels.clone(),
+        require_approval: req.require_approval,
+        max_uses: req.max_uses,
+        uses: 0,
+        created_by: created_by.to_owned(),
+        created_at: now,
+        expires_at: now + Duration::seconds(i64::try_from(req.expires_in_secs).unwrap_or(i64::MAX)),
+        revoked_at: None,
+    };
+    store.insert_enrollment_token(&record).await?;
+    Ok((record, secret))
+}
+
+/// Enrolls a device with a one-time token. Returns the device and its credential.
+pub async fn enroll(
+    store: &dyn Store,
+    req: &EnrollRequest,
+    now: DateTime<Utc>,
+) -> Result<(DeviceRecord, String), DomainError> {
+    use base64::Engine as _;
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(req.device_public_key.as_bytes())
+        .ok()
+        .filter(|k| k.len() == 32)
+        .ok_or_else(|| {
+            DomainError::invalid(
+                ErrorCode::InvalidArgument,
+                "device_public_key must be the base64 of a 32-byte ed25519 public key",
+            )
+        })?;
+    validate_labels(&req.labels)?;
+    let id = Uuid::new_v4();
+    let name = match &req.name {
+        Some(n) => parse_label_name("device name", n)?,
+        None => id.to_string(),
+    };
+    let credential = secret(DEVICE_PREFIX);
+    let device = DeviceRecord {
+        id,
+        name,
+        public_key: base64::engine::general_purpose::STANDARD.encode(key),
+        credential_hash: auth::hash_secret(&credential),
+        status: "active".into(),
+        labels: req.labels.clone(),
+        hardware: serde_json::to_value(&req.hardware).unwrap_or_default(),
+        agent_version: req.agent_version.chars().take(64).collect(),
+        enrollment_token_id: None,
+        enrolled_at: now,
+        last_seen_at: Some(now),
+        desired_sequence: 0,
+        desired_hash: None,
+        desired_envelope: None,
+        desired_expires_at: None,
+        applied_sequence: 0,
+        last_report_seq: 0,
+        slot_status: serde_json::json!([]),
+        last_health: None,
+    };
+    let device = store
+        .enroll_device(&auth::hash_secret(req.enrollment_token.trim()), &device)
+        .await
+        .map_err(|e| match e {
+            StoreError::NotFound(_) => DomainError {
+                kind: super::Kind::Invalid,
+                code: ErrorCode::Unauthorized,
+                message: "the enrollment token is unknown, revoked, expired or used up".into(),
+                cause: None,
+            },
+            other => other.into(),
+        })?;
+    Ok((device, credential))
+}
+
+/// A device by id, or 404.
+pub async fn device(store: &dyn Store, id: &str) -> Result<DeviceRecord, DomainError> {
+    let id = Uuid::parse_str(id).map_err(|_| {
+        DomainError::invalid(ErrorCode::InvalidPath, format!("`{id}` is not a device id"))
+    })?;
+    store
+        .get_device(id)
+        .await?
+        .ok_or_else(|| DomainError::not_found(format!("device {id} not found")))
+}
+
+/// Sets which version of `model` the devices matching `selector` run.
+pub async fn deploy(
+    store: &dyn Store,
+    model: &str,
+    version: &str,
+    selector: &str,
+    who: &str,
+    now: DateTime<Utc>,
+) -> Result<(DeploymentRecord, bool), DomainError> {
+    let name = ModelName::parse(model)?;
+    let m = store
+        .get_model(name.as_str())
+        .await?
+        .ok_or_else(|| DomainError::not_found(format!("model `{name}` not found")))?;
+    let v = parse_version(version)?;
+    let record = store
+        .get_version(m.id, &v.to_string())
+        .await?
+        .ok_or_else(|| DomainError::not_found(format!("model `{name}` has no version {v}")))?;
+    if record.yanked_at.is_some() {
+        return Err(DomainError::conflict(
+            ErrorCode::Conflict,
+            format!("{name}@{v} is yanked and cannot be deployed"),
+        ));
+    }
+    let selector = parse_selector(selector)?;
+    let deployment = DeploymentRecord {
+        id: Uuid::new_v4(),
+        model_id: m.id,
+        model_name: m.name,
+        version: v.to_string(),
+        selector_text: selector_text(&selector),
+        selector,
+        created_by: who.to_owned(),
+        created_at: now,
+        updated_at: now,
+    };
+    let created = store.upsert_deployment(&deployment).await?;
+    Ok((deployment, created))
+}
+
+/// For each model, the deployment that applies to a device with `labels`: the most specific
+/// matching selector, then the most recently changed.
+pub fn applicable<'a>(
+    deployments: &'a [DeploymentRecord],
+    labels: &BTreeMap<String, String>,
+) -> BTreeMap<&'a str, &'a DeploymentRecord> {
+    let mut chosen: BTreeMap<&str, &DeploymentRecord> = BTreeMap::new();
+    for d in deployments.iter().filter(|d| matches(&d.selector, labels)) {
+        let better = match chosen.get(d.model_name.as_str()) {
+            None => true,
+            Some(cur) => (d.selector.len(), d.updated_at) > (cur.selector.len(), cur.updated_at),
+        };
+        if better {
+            chosen.insert(&d.model_name, d);
+        }
+    }
+    chosen
+}
+
+/// The slots a device should run, sorted by model.
+pub async fn desired_slots(
+    store: &dyn Store,
+    device: &DeviceRecord,
+    deployments: &[DeploymentRecord],
+) -> Result<Vec<ModelSlot>, DomainError> {
+    let mut slots = Vec::new();
+    for (model, d) in applicable(deployments, &device.labels) {
+        let Some(v) = store.get_version(d.model_id, &d.version).await? else {
+            continue;
+        };
+        slots.push(ModelSlot {
+            model: model.to_owned(),
+            version: v.version,
+            url: flotilla_protocol::routes::artifact(&v.artifact_sha256),
+            sha256: v.artifact_sha256,
+            size: v.artifact_size,
+            bundles: v.bundles,
+        });
+    }
+    Ok(slots)
+}
+
+/// The device's current signed desired state: the stored one if nothing changed and it is
+/// fresh, otherwise a new one with the next sequence.
+pub async fn desired_state(
+    store: &dyn Store,
+    key: &SigningKey,
+    device: &DeviceRecord,
+    now: DateTime<Utc>,
+) -> Result<(SignedDesiredState, u64), DomainError> {
+    let mut device = device.clone();
+    let deployments = store.list_deployments().await?;
+    for _attempt in 0..5 {
+        let slots = desired_slots(store, &device, &deployments).await?;
+        let hash = hex::encode(Sha256::digest(
+            serde_json::to_vec(&slots).unwrap_or_default(),
+        ));
+        let fresh = device
+            .desired_expires_at
+            .is_some_and(|e| e - now > Duration::days(STATE_LIFETIME_DAYS - STATE_REFRESH_DAYS));
+        if device.desired_hash.as_deref() == Some(hash.as_str()) && fresh {
+            if let Some(env) = device
+                .desired_envelope
+                .as_ref()
+                .and_then(|e| serde_json::from_value::<SignedDesiredState>(e.clone()).ok())
+            {
+                return Ok((env, device.desired_sequence));
+            }
+        }
+        let sequence = device.desired_sequence + 1;
+        let expires_at = now + Duration::days(STATE_LIFETIME_DAYS);
+        let state = DesiredState {
+            device_id: device.id.to_string(),
+            sequence,
+            issued_at: unix(now),
+            expires_at: unix(expires_at),
+            slots,
+        };
+        let env = sign_desired_state(key, &state);
+        let json = serde_json::to_value(&env).map_err(DomainError::internal)?;
+        if store
+            .save_desired_state(
+                device.id,
+                device.desired_sequence,
+                sequence,
+                &hash,
+                &json,
+                expires_at,
+            )
+            .await?
+        {
+            return Ok((env, sequence));
+        }
+        // Another request issued a state first: start again from what it stored.
+        device = store
+            .get_device(device.id)
+            .await?
+            .ok_or_else(|| DomainError::not_found("device not found"))?;
+    }
+    Err(DomainError::internal(anyhow::anyhow!(
+        "desired state kept changing under concurrent updates"
+    )))
+}
+
+/// Unix seconds.
+pub fn unix(t: DateTime<Utc>) -> u64 {
+    u64::try_from(t.timestamp()).unwrap_or(0)
+}
+
+/// The server's desired-state signing key: created on first start and kept in the database so
+/// every replica signs with the same key.
+pub async fn server_key(store: &dyn Store) -> anyhow::Result<SigningKey> {
+    const SETTING: &str = "desired_state_signing_key";
+    if store.get_setting(SETTING).await?.is_none() {
+        let key = SigningKey::generate(&mut rand::rngs::OsRng);
+        let pem = key.to_pkcs8_pem().map_err(|e| anyhow::anyhow!("{e}"))?;
+        // Two replicas starting at once: the second write loses harmlessly only if it does not
+        // overwrite, so write and then read back whatever won.
+        store.put_setting_if_absent(SETTING, pem.as_str()).await?;
+    }
+    let pem = store
+        .get_setting(SETTING)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("server signing key missing"))?;
+    SigningKey::from_pkcs8_pem(&pem)
+        .map_err(|e| anyhow::anyhow!("stored server signing key is invalid: {e}"))
+}

@@ -1,0 +1,189 @@
+//! The agents' API: enrollment, the signed desired state (long-poll) and reports.
+
+use actix_web::http::header;
+use actix_web::{get, post, web, HttpRequest, HttpResponse};
+use chrono::Utc;
+use flotilla_protocol::agent::{
+    is_valid_model_name, AgentReport, EnrollRequest, EnrollResponse, SignedDesiredState,
+};
+use flotilla_protocol::ErrorCode;
+use rand::Rng;
+use serde::Deserialize;
+use serde_json::json;
+use std::time::Duration;
+
+use crate::auth::{audit_detail, DevicePrincipal};
+use crate::domain::fleet;
+use crate::error::ApiError;
+use crate::startup::AppState;
+
+/// Response header with the suggested seconds until the next poll (jittered).
+pub const POLL_AFTER_HEADER: &str = "flotilla-poll-after";
+
+/// Enrolls a device with an enrollment token (no API token needed).
+#[utoipa::path(
+    tag = "agent",
+    request_body = EnrollRequest,
+    responses(
+        (status = 201, body = EnrollResponse),
+        (status = 400, body = flotilla_protocol::ApiErrorBody),
+        (status = 401, description = "the enrollment token is unknown, revoked, expired or used up", body = flotilla_protocol::ApiErrorBody)
+    )
+)]
+#[post("/enroll")]
+pub async fn enroll(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    body: web::Json<EnrollRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let (device, credential) = fleet::enroll(state.store.as_ref(), &body, Utc::now())
+        .await
+        .map_err(|e| {
+            if e.code == ErrorCode::Unauthorized {
+                ApiError::unauthorized(e.message)
+            } else {
+                e.into()
+            }
+        })?;
+    audit_detail(
+        &req,
+        json!({"device_id": device.id, "name": device.name, "status": device.status, "labels": device.labels}),
+    );
+    Ok(HttpResponse::Created().json(EnrollResponse {
+        device_id: device.id.to_string(),
+        credential,
+        status: device.status,
+        server_public_key_pem: state.server_key.public_key().to_pem(),
+        poll_interval_secs: state.settings.poll_interval_secs,
+    }))
+}
+
+/// Long-poll parameters.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct PollParams {
+    /// Hold the request up to this many seconds while the state equals `If-None-Match`.
+    wait: Option<u64>,
+}
+
+fn poll_after(state: &AppState) -> String {
+    let base = state.settings.poll_interval_secs as f64;
+    let jittered = base * rand::thread_rng().gen_range(0.8..1.2);
+    format!("{}", jittered.round().max(1.0) as u64)
+}
+
+/// The device's signed desired state. With `If-None-Match: "<sequence>"` and `?wait=N`, the
+/// request is held until the state changes (answered at once) or N seconds pass (304).
+#[utoipa::path(
+    tag = "agent",
+    params(PollParams),
+    responses(
+        (status = 200, body = SignedDesiredState, headers(("etag" = String, description = "\"<sequence>\""), ("flotilla-poll-after" = u64, description = "seconds until the next poll"))),
+        (status = 304, description = "unchanged"),
+        (status = 401, body = flotilla_protocol::ApiErrorBody),
+        (status = 403, description = "the device awaits approval", body = flotilla_protocol::ApiErrorBody)
+    ),
+    security(("device" = []))
+)]
+#[get("/agent/desired-state")]
+pub async fn desired_state(
+    req: HttpRequest,
+    caller: DevicePrincipal,
+    state: web::Data<AppState>,
+    params: web::Query<PollParams>,
+) -> Result<HttpResponse, ApiError> {
+    let wait = Duration::from_secs(
+        params
+            .wait
+            .unwrap_or(0)
+            .min(state.settings.max_long_poll_secs),
+    );
+    let deadline = tokio::time::Instant::now() + wait;
+    let known = req
+        .headers()
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim().to_owned());
+    // Subscribe before computing so a change in between is not missed.
+    let mut changes = state.fleet_changes.subscribe();
+    let mut device = caller.device;
+    loop {
+        let (envelope, sequence) =
+            fleet::desired_state(state.store.as_ref(), &state.server_key, &device, Utc::now())
+                .await?;
+        let etag = format!("\"{sequence}\"");
+        if known.as_deref() != Some(etag.as_str()) {
+            return Ok(HttpResponse::Ok()
+                .insert_header((header::ETAG, etag))
+                .insert_header((header::CACHE_CONTROL, "no-store"))
+                .insert_header((POLL_AFTER_HEADER, poll_after(&state)))
+                .json(envelope));
+        }
+        let changed = tokio::select! {
+            r = changes.changed() => r.is_ok(),
+            _ = tokio::time::sleep_until(deadline) => false,
+        };
+        if !changed {
+            return Ok(HttpResponse::NotModified()
+                .insert_header((header::ETAG, etag))
+                .insert_header((POLL_AFTER_HEADER, poll_after(&state)))
+                .finish());
+        }
+        device = state
+            .store
+            .get_device(device.id)
+            .await?
+            .ok_or_else(|| ApiError::unauthorized("this device no longer exists"))?;
+        if device.status != "active" {
+            return Err(ApiError::unauthorized("this device is no longer active"));
+        }
+    }
+}
+
+/// Records a report: slot states and a health window. Replayed reports (same `report_seq`) are
+/// acknowledged and ignored, so an agent's offline queue can be resent safely.
+#[utoipa::path(
+    tag = "agent",
+    request_body = AgentReport,
+    responses(
+        (status = 200, description = "`{\"accepted\": bool}`: false for a report already recorded"),
+        (status = 400, body = flotilla_protocol::ApiErrorBody),
+        (status = 401, body = flotilla_protocol::ApiErrorBody)
+    ),
+    security(("device" = []))
+)]
+#[post("/agent/report")]
+pub async fn report(
+    caller: DevicePrincipal,
+    state: web::Data<AppState>,
+    body: web::Json<AgentReport>,
+) -> Result<HttpResponse, ApiError> {
+    let report = body.into_inner();
+    if report.slots.len() > 256 || report.slots.iter().any(|s| !is_valid_model_name(&s.model)) {
+        return Err(ApiError::invalid(
+            "report slots must name valid models (at most 256)",
+        ));
+    }
+    let device = caller.device;
+    let slots = serde_json::to_value(&report.slots).map_err(ApiError::internal)?;
+    let health = report
+        .health
+        .as_ref()
+        .map(serde_json::to_value)
+        .transpose()
+        .map_err(ApiError::internal)?;
+    let raw = serde_json::to_value(&report).map_err(ApiError::internal)?;
+    let accepted = state
+        .store
+        .record_report(
+            device.id,
+            report.report_seq,
+            Utc::now(),
+            &raw,
+            report.applied_sequence,
+            &slots,
+            health.as_ref(),
+        )
+        .await?;
+    Ok(HttpResponse::Ok().json(json!({"accepted": accepted})))
+}
