@@ -46,3 +46,10 @@ pub fn model_version(name: &str, version: &str) -> String {
 pub fn artifact(hex: &str) -> String {
     format!("{ARTIFACTS_SHA256}/{hex}")
 }
+
+/// Device enrollment (enrollment token in the body, no API token).
+pub const ENROLL: &str = "/api/v1/enroll";
+/// The device's signed desired state (device credential).
+pub const AGENT_DESIRED_STATE: &str = "/api/v1/agent/desired-state";
+/// Device reports (device credential).
+pub const AGENT_REPORT: &str = "/api/v1/agent/report";

@@ -1,4 +1,6 @@
 //! End-to-end: the real `flotilla-server` binary started the way the README says.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod agent_sync;
+mod cli;
 mod server;

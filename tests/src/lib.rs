@@ -24,6 +24,32 @@ pub fn binary(package: &str, name: &str) -> PathBuf {
     path
 }
 
+/// Path of a workspace binary, rebuilt (a no-op when up to date) the first time each test
+/// process asks for it, so a test never runs a stale binary left by an earlier build. Builds
+/// into the target directory and profile of the running test.
+pub fn fresh_binary(package: &str, name: &str) -> PathBuf {
+    static BUILT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let exe = std::env::current_exe().unwrap();
+    // target/<profile>/deps/e2e-<hash> -> target/<profile> -> target
+    let profile_dir = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
+    let target_dir = profile_dir.parent().unwrap().to_path_buf();
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if !built.iter().any(|b| b == name) {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "--quiet", "-p", package, "--bin", name])
+            .arg("--target-dir")
+            .arg(&target_dir);
+        if profile_dir.file_name().is_some_and(|p| p == "release") {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().unwrap();
+        assert!(status.success(), "building {name} failed");
+        built.push(name.to_owned());
+    }
+    profile_dir.join(name)
+}
+
 /// A process whose stdout lines are collected in the background. Killed on drop.
 pub struct Proc {
     pub child: Child,

@@ -1,0 +1,161 @@
+//! The models the agent serves, by name, swapped atomically.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use arc_swap::ArcSwap;
+use flotilla_runtime::Model;
+
+/// One model version ready to serve.
+///
+/// Requests hold an `Arc<LoadedModel>` from the moment they resolve the model until they
+/// answer, so a swap or removal never pulls a model out from under a running request: the old
+/// version is dropped when its last request finishes.
+#[derive(Debug)]
+pub struct LoadedModel {
+    /// The model name clients address (`/v2/models/{name}`).
+    pub name: String,
+    /// The version string, as the server published it.
+    pub version: String,
+    /// The loaded, optimised model.
+    pub model: Arc<Model>,
+    /// When this version was installed in the registry.
+    pub loaded_at: SystemTime,
+}
+
+/// The set of loaded models, one current version per name.
+///
+/// Reads (every request) are a lock-free load of the current map; writes (installs and
+/// removals, a few per hour at most) copy the map and swap it in. Only the current version of
+/// each model is served; older versions stay alive only while requests that started on them
+/// finish.
+#[derive(Debug, Default)]
+pub struct ModelRegistry {
+    models: ArcSwap<BTreeMap<String, Arc<LoadedModel>>>,
+}
+
+impl ModelRegistry {
+    /// An empty registry (the local API is not ready until a model is installed).
+    pub fn new() -> ModelRegistry {
+        ModelRegistry::default()
+    }
+
+    /// Makes `version` the one served under `name`, atomically: every request that resolves
+    /// the model after this returns gets the new version, every request that resolved it
+    /// before finishes on the old one. Returns the version it replaced, if any, so the caller
+    /// can keep it for a local rollback.
+    pub fn install(
+        &self,
+        name: impl Into<String>,
+        version: impl Into<String>,
+        model: Arc<Model>,
+    ) -> Option<Arc<LoadedModel>> {
+        let loaded = Arc::new(LoadedModel {
+            name: name.into(),
+            version: version.into(),
+            model,
+            loaded_at: SystemTime::now(),
+        });
+        let mut previous = None;
+        self.models.rcu(|current| {
+            let mut next = BTreeMap::clone(current);
+            previous = next.insert(loaded.name.clone(), Arc::clone(&loaded));
+            next
+        });
+        previous
+    }
+
+    /// Stops serving `name`; returns the version that was being served. Requests already
+    /// running on it finish normally.
+    pub fn remove(&self, name: &str) -> Option<Arc<LoadedModel>> {
+        let mut removed = None;
+        self.models.rcu(|current| {
+            let mut next = BTreeMap::clone(current);
+            removed = next.remove(name);
+            next
+        });
+        removed
+    }
+
+    /// The version currently served under `name`.
+    pub fn get(&self, name: &str) -> Option<Arc<LoadedModel>> {
+        self.models.load().get(name).cloned()
+    }
+
+    /// The model under `name` if its current version is `version`. Older versions are not
+    /// served, so asking for one gives `None`, as does an unknown name.
+    pub fn get_version(&self, name: &str, version: &str) -> Option<Arc<LoadedModel>> {
+        self.get(name).filter(|loaded| loaded.version == version)
+    }
+
+    /// Every served model, ordered by name.
+    pub fn list(&self) -> Vec<Arc<LoadedModel>> {
+        self.models.load().values().cloned().collect()
+    }
+
+    /// How many models are served.
+    pub fn len(&self) -> usize {
+        self.models.load().len()
+    }
+
+    /// Whether no model is served (the local API then reports not ready).
+    pub fn is_empty(&self) -> bool {
+        self.models.load().is_empty()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use flotilla_runtime::LoadOptions;
+
+    use super::*;
+
+    fn fraud() -> Arc<Model> {
+        let bytes = include_bytes!("../../../models/fraud-1.0.0.onnx");
+        Arc::new(Model::load(bytes, &LoadOptions::default()).unwrap())
+    }
+
+    #[test]
+    fn install_get_remove() {
+        let registry = ModelRegistry::new();
+        let model = fraud();
+        assert!(registry.is_empty());
+        assert!(registry
+            .install("fraud", "1.0.0", Arc::clone(&model))
+            .is_none());
+        registry.install("sensor", "2.0.0", Arc::clone(&model));
+        assert_eq!(registry.len(), 2);
+        assert_eq!(registry.get("fraud").unwrap().version, "1.0.0");
+        assert!(registry.get_version("fraud", "1.0.0").is_some());
+        assert!(registry.get_version("fraud", "0.9.0").is_none());
+        assert!(registry.get("nope").is_none());
+        let names: Vec<String> = registry.list().iter().map(|m| m.name.clone()).collect();
+        assert_eq!(names, ["fraud", "sensor"]);
+
+        assert_eq!(registry.remove("sensor").unwrap().version, "2.0.0");
+        assert!(registry.remove("sensor").is_none());
+        assert_eq!(registry.len(), 1);
+    }
+
+    #[test]
+    fn a_swap_leaves_holders_of_the_old_version_untouched() {
+        let registry = ModelRegistry::new();
+        let model = fraud();
+        registry.install("fraud", "1.0.0", Arc::clone(&model));
+        let in_flight = registry.get("fraud").unwrap();
+
+        let previous = registry
+            .install("fraud", "1.1.0", Arc::clone(&model))
+            .unwrap();
+        assert!(Arc::ptr_eq(&previous, &in_flight));
+        assert_eq!(in_flight.version, "1.0.0");
+        assert_eq!(registry.get("fraud").unwrap().version, "1.1.0");
+        // Only the current version is served.
+        assert!(registry.get_version("fraud", "1.0.0").is_none());
+        // The old version is dropped when its last holder lets go, not before.
+        drop(previous);
+        assert_eq!(Arc::strong_count(&in_flight), 1);
+    }
+}

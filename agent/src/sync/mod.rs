@@ -1,0 +1,21 @@
+//! Keeping the device in line with its signed desired state: enrollment, the state directory,
+//! the server client and the update cycle (download → verify → load → smoke test → swap →
+//! report). Inference itself lives in [`crate::inference`]; this module hands it loaded models
+//! through [`ModelSink`].
+
+pub mod client;
+pub mod state_dir;
+pub mod trust;
+pub mod updater;
+
+use flotilla_runtime::Model;
+use std::sync::Arc;
+
+/// Where verified, loaded models go. The local inference API implements it; tests use a map.
+pub trait ModelSink: Send + Sync {
+    /// Starts serving `model` as `name`@`version`, replacing what served before. Requests in
+    /// flight finish on the model they started with.
+    fn install(&self, name: &str, version: &str, model: Arc<Model>);
+    /// Stops serving `name`.
+    fn remove(&self, name: &str);
+}

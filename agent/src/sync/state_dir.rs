@@ -1,0 +1,282 @@
+//! The agent's state directory. Every file is written atomically (temp file, fsync, rename,
+//! fsync of the directory), so a kill at any point leaves either the old or the new version of
+//! each file, never a torn one.
+//!
+//! ```text
+//! <state-dir>/
+//!   identity.json      device id, credential, pinned server key   (0600)
+//!   device.key         the device's ed25519 key, PKCS#8 PEM        (0600)
+//!   state.json         accepted sequence, installed and previous models, failures
+//!   models/<sha256>    verified model files, content-addressed
+//!   partial/<sha256>   downloads in progress (resumed with Range)
+//!   reports/<seq>.json reports not yet delivered, sent in order
+//! ```
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// The device's identity after enrollment.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Identity {
+    /// Device id.
+    pub device_id: String,
+    /// API credential (`fld_...`).
+    pub credential: String,
+    /// The server's desired-state key (SPKI PEM): configured, or pinned at enrollment.
+    pub server_public_key_pem: String,
+}
+
+/// A model installed on the device.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Installed {
+    /// Version.
+    pub version: String,
+    /// sha256 of the file (its name under `models/`).
+    pub sha256: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Publisher-signed release counter, if any.
+    #[serde(default)]
+    pub release: Option<u64>,
+}
+
+/// An update that failed, so the agent backs off instead of retrying in a loop.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Failure {
+    /// Target version.
+    pub version: String,
+    /// Target digest.
+    pub sha256: String,
+    /// Stable code and message.
+    pub reason: String,
+    /// Attempts so far.
+    pub attempts: u32,
+    /// Unix seconds of the last attempt.
+    pub last_attempt: u64,
+}
+
+/// `state.json`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AgentState {
+    /// Highest desired-state sequence accepted (replays below it are refused).
+    pub accepted_sequence: u64,
+    /// Sequence fully applied.
+    pub applied_sequence: u64,
+    /// What serves, per model.
+    pub installed: BTreeMap<String, Installed>,
+    /// What served before, kept on disk for instant local rollback.
+    pub previous: BTreeMap<String, Installed>,
+    /// Failed updates, per model.
+    pub failures: BTreeMap<String, Failure>,
+    /// Next report counter.
+    pub next_report_seq: u64,
+}
+
+/// Paths inside the state directory.
+#[derive(Debug, Clone)]
+pub struct StateDir {
+    root: PathBuf,
+}
+
+impl StateDir {
+    /// Opens (creating) the directory tree.
+    pub fn open(root: &Path) -> std::io::Result<Self> {
+        for sub in ["models", "partial", "reports"] {
+            fs::create_dir_all(root.join(sub))?;
+        }
+        restrict(root, 0o700)?;
+        Ok(Self {
+            root: root.to_path_buf(),
+        })
+    }
+
+    /// The root.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// A verified model file.
+    pub fn model_file(&self, sha256: &str) -> PathBuf {
+        self.root.join("models").join(sha256)
+    }
+
+    /// A download in progress.
+    pub fn partial_file(&self, sha256: &str) -> PathBuf {
+        self.root.join("partial").join(sha256)
+    }
+
+    /// The report queue directory.
+    pub fn reports_dir(&self) -> PathBuf {
+        self.root.join("reports")
+    }
+
+    /// The device key file.
+    pub fn device_key_file(&self) -> PathBuf {
+        self.root.join("device.key")
+    }
+
+    /// Reads `identity.json`, if enrolled.
+    pub fn identity(&self) -> anyhow::Result<Option<Identity>> {
+        read_json(&self.root.join("identity.json"))
+    }
+
+    /// Writes `identity.json` (0600).
+    pub fn save_identity(&self, id: &Identity) -> anyhow::Result<()> {
+        write_atomic(
+            &self.root.join("identity.json"),
+            &serde_json::to_vec_pretty(id)?,
+            0o600,
+        )
+    }
+
+    /// Reads `state.json` (default when absent).
+    pub fn state(&self) -> anyhow::Result<AgentState> {
+        Ok(read_json(&self.root.join("state.json"))?.unwrap_or_default())
+    }
+
+    /// Writes `state.json`.
+    pub fn save_state(&self, s: &AgentState) -> anyhow::Result<()> {
+        write_atomic(
+            &self.root.join("state.json"),
+            &serde_json::to_vec_pretty(s)?,
+            0o600,
+        )
+    }
+
+    /// Deletes model files that are neither installed nor previous, and stale partials.
+    pub fn collect_garbage(&self, state: &AgentState) {
+        let keep: std::collections::BTreeSet<&str> = state
+            .installed
+            .values()
+            .chain(state.previous.values())
+            .map(|m| m.sha256.as_str())
+            .collect();
+        for entry in fs::read_dir(self.root.join("models"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !keep.contains(name.as_str()) {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+    }
+}
+
+fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> anyhow::Result<Option<T>> {
+    match fs::read(path) {
+        Ok(bytes) => {
+            Ok(Some(serde_json::from_slice(&bytes).map_err(|e| {
+                anyhow::anyhow!("{} is corrupt: {e}", path.display())
+            })?))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(anyhow::anyhow!("cannot read {}: {e}", path.display())),
+    }
+}
+
+/// Writes `bytes` to `path` atomically with `mode` permissions.
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
+    let dir = path
+        .parent()
+        .ok_or_else(|| anyhow::anyhow!("{} has no parent", path.display()))?;
+    let tmp = dir.join(format!(
+        ".{}.tmp",
+        path.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    ));
+    {
+        let mut f = open_with_mode(&tmp, mode)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    fs::rename(&tmp, path)?;
+    sync_dir(dir)?;
+    Ok(())
+}
+
+/// Fsyncs a directory so a rename in it is durable.
+pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+fn open_with_mode(path: &Path, mode: u32) -> std::io::Result<File> {
+    let mut opts = OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(mode);
+    }
+    let f = opts.open(path)?;
+    restrict(path, mode)?;
+    Ok(f)
+}
+
+fn restrict(path: &Path, mode: u32) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(path, fs::Permissions::from_mode(mode))?;
+    }
+    let _ = (path, mode);
+    Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_round_trips_and_secrets_are_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let sd = StateDir::open(dir.path()).unwrap();
+        assert_eq!(sd.state().unwrap(), AgentState::default());
+        let mut s = AgentState {
+            accepted_sequence: 4,
+            ..Default::default()
+        };
+        s.installed.insert(
+            "fraud".into(),
+            Installed {
+                version: "1.0.0".into(),
+                sha256: "ab".into(),
+                size: 3,
+                release: None,
+            },
+        );
+        sd.save_state(&s).unwrap();
+        assert_eq!(sd.state().unwrap(), s);
+        let id = Identity {
+            device_id: "d".into(),
+            credential: "fld_x".into(),
+            server_public_key_pem: "k".into(),
+        };
+        sd.save_identity(&id).unwrap();
+        assert_eq!(sd.identity().unwrap(), Some(id));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = fs::metadata(dir.path().join("identity.json"))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        fs::write(dir.path().join("state.json"), b"{torn").unwrap();
+        assert!(
+            sd.state().is_err(),
+            "a corrupt state file is an error, not silently empty"
+        );
+    }
+}

@@ -1,0 +1,716 @@
+//! The update cycle. For each slot of a verified desired state: check the publisher signatures
+//! against the provisioned trust root (before downloading anything), refuse downgrades and
+//! incompatible hardware, download resumably within the signed size, check the digest, load and
+//! smoke-test the model, then swap it in and persist the new state. Anything that fails keeps the
+//! current model serving, is reported with a stable reason, and is retried with backoff.
+
+use flotilla_protocol::agent::{
+    verify_desired_state, AgentReport, DesiredState, HealthWindow, ModelSlot, SlotState,
+    SlotStatus, StateError,
+};
+use flotilla_protocol::signing::{self, ArtifactDigest, ModelFacts, PublicKey};
+use flotilla_runtime::{LoadOptions, Model};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::client::{ClientError, DownloadLimits, Poll, ServerClient};
+use super::state_dir::{AgentState, Failure, Identity, Installed, StateDir};
+use super::trust::Trust;
+use super::ModelSink;
+
+/// Seconds since the Unix epoch; injected so tests control time.
+pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
+/// Produces the health window since the last call (the inference side's recorder).
+pub type HealthSource = Arc<dyn Fn() -> Option<HealthWindow> + Send + Sync>;
+
+/// The system clock.
+pub fn system_clock() -> Clock {
+    Arc::new(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+    })
+}
+
+/// Why one slot's update was refused or failed. `code` is what reports carry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotFailure {
+    /// Stable code.
+    pub code: &'static str,
+    /// Detail.
+    pub message: String,
+}
+
+impl SlotFailure {
+    fn new(code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// Everything the updater needs.
+pub struct Updater {
+    dir: StateDir,
+    client: ServerClient,
+    identity: Identity,
+    server_key: PublicKey,
+    trust: Trust,
+    sink: Arc<dyn ModelSink>,
+    health: HealthSource,
+    clock: Clock,
+    limits: DownloadLimits,
+    state: AgentState,
+    statuses: BTreeMap<String, SlotStatus>,
+    etag: Option<String>,
+    /// The last desired state refused, with why (for logs and tests).
+    pub last_rejection: Option<StateError>,
+}
+
+impl Updater {
+    /// An updater for an enrolled device.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        dir: StateDir,
+        client: ServerClient,
+        identity: Identity,
+        trust: Trust,
+        sink: Arc<dyn ModelSink>,
+        health: HealthSource,
+        clock: Clock,
+        limits: DownloadLimits,
+    ) -> anyhow::Result<Self> {
+        let server_key = PublicKey::from_pem(&identity.server_public_key_pem)
+            .map_err(|e| anyhow::anyhow!("the pinned server key is invalid: {e}"))?;
+        let state = dir.state()?;
+        Ok(Self {
+            dir,
+            client,
+            identity,
+            server_key,
+            trust,
+            sink,
+            health,
+            clock,
+            limits,
+            state,
+            statuses: BTreeMap::new(),
+            etag: None,
+            last_rejection: None,
+        })
+    }
+
+    /// The persisted state.
+    pub fn state(&self) -> &AgentState {
+        &self.state
+    }
+
+    /// Loads the installed models from disk into the sink (after a restart). A model whose file
+    /// is missing or corrupt falls back to the previous version, if that one is intact.
+    pub async fn restore(&mut self) -> anyhow::Result<()> {
+        let names: Vec<String> = self.state.installed.keys().cloned().collect();
+        for name in names {
+            let Some(current) = self.state.installed.get(&name).cloned() else {
+                continue;
+            };
+            match self.load_verified_file(&current).await {
+                Ok(model) => {
+                    self.sink.install(&name, &current.version, model);
+                    self.set_status(&name, &current.version, SlotState::Active, None);
+                }
+                Err(e) => {
+                    tracing::error!(model = %name, error = %e.message, "installed model unusable; trying the previous version");
+                    let fallback = match self.state.previous.get(&name).cloned() {
+                        Some(prev) => self.load_verified_file(&prev).await.ok().map(|m| (prev, m)),
+                        None => None,
+                    };
+                    match fallback {
+                        Some((prev, model)) => {
+                            self.sink.install(&name, &prev.version, model);
+                            self.state.installed.insert(name.clone(), prev.clone());
+                            self.state.previous.remove(&name);
+                            self.set_status(
+                                &name,
+                                &prev.version,
+                                SlotState::RolledBack,
+                                Some(e.code),
+                            );
+                        }
+                        None => {
+                            self.state.installed.remove(&name);
+                        }
+                    }
+                }
+            }
+        }
+        self.dir.save_state(&self.state)?;
+        Ok(())
+    }
+
+    async fn load_verified_file(&self, m: &Installed) -> Result<Arc<Model>, SlotFailure> {
+        let path = self.dir.model_file(&m.sha256);
+        let expected = m.sha256.clone();
+        tokio::task::spawn_blocking(move || {
+            let bytes = std::fs::read(&path).map_err(|e| {
+                SlotFailure::new("model_file_missing", format!("{}: {e}", path.display()))
+            })?;
+            if hex::encode(Sha256::digest(&bytes)) != expected {
+                return Err(SlotFailure::new(
+                    "model_file_corrupt",
+                    format!("{} does not hash to its name", path.display()),
+                ));
+            }
+            let model = Model::load(&bytes, &LoadOptions::default())
+                .map_err(|e| SlotFailure::new("model_load_failed", e.to_string()))?;
+            model
+                .smoke_test(None)
+                .map_err(|e| SlotFailure::new("smoke_test_failed", e.to_string()))?;
+            Ok(Arc::new(model))
+        })
+        .await
+        .map_err(|e| SlotFailure::new("internal", e.to_string()))?
+    }
+
+    fn set_status(&mut self, model: &str, version: &str, state: SlotState, reason: Option<&str>) {
+        let active_version = self.state.installed.get(model).map(|m| m.version.clone());
+        self.statuses.insert(
+            model.to_owned(),
+            SlotStatus {
+                model: model.to_owned(),
+                version: version.to_owned(),
+                state,
+                active_version,
+                reason: reason.map(str::to_owned),
+            },
+        );
+    }
+
+    /// Verifies and applies one desired-state envelope (raw bytes as received).
+    pub async fn apply(&mut self, envelope: &[u8]) -> Result<(), StateError> {
+        let now = (self.clock)();
+        let desired = match verify_desired_state(
+            envelope,
+            &self.server_key,
+            &self.identity.device_id,
+            self.state.accepted_sequence,
+            now,
+        ) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(code = e.code(), error = %e, "refused a desired state; keeping the current models");
+                self.last_rejection = Some(e.clone());
+                return Err(e);
+            }
+        };
+        self.state.accepted_sequence = desired.sequence;
+        self.persist();
+        self.apply_verified(desired).await;
+        Ok(())
+    }
+
+    async fn apply_verified(&mut self, desired: DesiredState) {
+        for slot in &desired.slots {
+            match self.update_slot(slot).await {
+                Ok(()) => {
+                    self.state.failures.remove(&slot.model);
+                    self.set_status(&slot.model, &slot.version, SlotState::Active, None);
+                }
+                Err(f) => {
+                    tracing::warn!(model = %slot.model, version = %slot.version, code = f.code, error = %f.message, "update refused; the current model keeps serving");
+                    let attempts = self
+                        .state
+                        .failures
+                        .get(&slot.model)
+                        .filter(|p| p.sha256 == slot.sha256)
+                        .map_or(1, |p| {
+                            p.attempts
+                                .saturating_add(u32::from(f.code != "backing_off"))
+                        });
+                    if f.code != "backing_off" {
+                        self.state.failures.insert(
+                            slot.model.clone(),
+                            Failure {
+                                version: slot.version.clone(),
+                                sha256: slot.sha256.clone(),
+                                reason: format!("{}: {}", f.code, f.message),
+                                attempts,
+                                last_attempt: (self.clock)(),
+                            },
+                        );
+                    }
+                    let reason = self
+                        .state
+                        .failures
+                        .get(&slot.model)
+                        .map(|x| x.reason.clone())
+                        .unwrap_or_else(|| f.code.to_owned());
+                    self.set_status(&slot.model, &slot.version, SlotState::Failed, Some(&reason));
+                }
+            }
+            self.persist();
+        }
+        // Models no longer wanted stop serving; their files stay as "previous" for a while.
+        let wanted: Vec<&str> = desired.slots.iter().map(|s| s.model.as_str()).collect();
+        let unwanted: Vec<String> = self
+            .state
+            .installed
+            .keys()
+            .filter(|m| !wanted.contains(&m.as_str()))
+            .cloned()
+            .collect();
+        for name in unwanted {
+            self.sink.remove(&name);
+            if let Some(old) = self.state.installed.remove(&name) {
+                self.state.previous.insert(name.clone(), old);
+            }
+            self.statuses.remove(&name);
+        }
+        self.state.applied_sequence = desired.sequence;
+        self.persist();
+        self.dir.collect_garbage(&self.state);
+    }
+
+    fn persist(&self) {
+        if let Err(e) = self.dir.save_state(&self.state) {
+            tracing::error!(error = %e, "cannot write the agent state");
+        }
+    }
+
+    fn backoff_secs(attempts: u32) -> u64 {
+        (30u64 << attempts.min(6)).min(3600)
+    }
+
+    async fn update_slot(&mut self, slot: &ModelSlot) -> Result<(), SlotFailure> {
+        let current = self.state.installed.get(&slot.model).cloned();
+        if current.as_ref().is_some_and(|c| c.sha256 == slot.sha256) {
+            return Ok(());
+        }
+        if let Some(f) = self
+            .state
+            .failures
+            .get(&slot.model)
+            .filter(|f| f.sha256 == slot.sha256)
+        {
+            let wait = Self::backoff_secs(f.attempts);
+            if (self.clock)() < f.last_attempt + wait {
+                return Err(SlotFailure::new(
+                    "backing_off",
+                    format!("retrying in at most {wait}s"),
+                ));
+            }
+        }
+        self.set_status(&slot.model, &slot.version, SlotState::Verifying, None);
+        let facts = self.verify_publishers(slot)?;
+        check_facts(slot, facts.as_ref(), current.as_ref())?;
+
+        self.set_status(&slot.model, &slot.version, SlotState::Downloading, None);
+        let partial = self.dir.partial_file(&slot.sha256);
+        self.client
+            .download(&slot.url, &partial, slot.size, self.limits)
+            .await
+            .map_err(|e| match e {
+                ClientError::Download(m) => SlotFailure::new("download_refused", m),
+                other => SlotFailure::new("download_failed", other.to_string()),
+            })?;
+        let digest = file_sha256(&partial)
+            .map_err(|e| SlotFailure::new("download_failed", e.to_string()))?;
+        if digest != slot.sha256 {
+            let _ = std::fs::remove_file(&partial);
+            return Err(SlotFailure::new(
+                "artifact_digest_mismatch",
+                format!(
+                    "downloaded bytes hash to {digest}, not the signed {}",
+                    slot.sha256
+                ),
+            ));
+        }
+        let final_path = self.dir.model_file(&slot.sha256);
+        std::fs::rename(&partial, &final_path)
+            .and_then(|()| super::state_dir::sync_dir(self.dir.root().join("models").as_path()))
+            .map_err(|e| SlotFailure::new("storage_failed", e.to_string()))?;
+
+        let installed = Installed {
+            version: slot.version.clone(),
+            sha256: slot.sha256.clone(),
+            size: slot.size,
+            release: facts.as_ref().and_then(|f| f.release),
+        };
+        // Only now, with verified bytes, is the model parsed.
+        let model = self.load_verified_file(&installed).await?;
+        self.sink.install(&slot.model, &slot.version, model);
+        if let Some(old) = current {
+            self.state.previous.insert(slot.model.clone(), old);
+        }
+        self.state.installed.insert(slot.model.clone(), installed);
+        tracing::info!(model = %slot.model, version = %slot.version, "model activated");
+        Ok(())
+    }
+
+    fn verify_publishers(&self, slot: &ModelSlot) -> Result<Option<ModelFacts>, SlotFailure> {
+        let policy = self
+            .trust
+            .policy(&slot.model)
+            .map_err(|e| SlotFailure::new("trust_root_unusable", e.to_string()))?;
+        let mut sha = [0u8; 32];
+        hex::decode_to_slice(&slot.sha256, &mut sha)
+            .map_err(|_| SlotFailure::new("invalid_slot", "digest is not hex"))?;
+        let bundles: Vec<&[u8]> = slot.bundles.iter().map(|b| b.as_bytes()).collect();
+        let verified = signing::verify(
+            &bundles,
+            &policy,
+            &ArtifactDigest {
+                sha256: sha,
+                size: Some(slot.size),
+            },
+        )
+        .map_err(|e| SlotFailure::new(e.code(), e.to_string()))?;
+        Ok(verified.facts)
+    }
+
+    /// Writes a report to the on-disk queue.
+    pub fn queue_report(&mut self) -> anyhow::Result<()> {
+        self.state.next_report_seq += 1;
+        let report = AgentReport {
+            report_seq: self.state.next_report_seq,
+            created_at: (self.clock)(),
+            applied_sequence: self.state.applied_sequence,
+            slots: self.statuses.values().cloned().collect(),
+            health: (self.health)(),
+        };
+        self.dir.save_state(&self.state)?;
+        let path = self
+            .dir
+            .reports_dir()
+            .join(format!("{:020}.json", report.report_seq));
+        super::state_dir::write_atomic(&path, &serde_json::to_vec(&report)?, 0o600)
+    }
+
+    /// Sends queued reports oldest first; stops at the first one the server cannot take now.
+    /// Returns how many were delivered.
+    pub async fn flush_reports(&self) -> usize {
+        let mut files: Vec<_> = std::fs::read_dir(self.dir.reports_dir())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .collect();
+        files.sort();
+        let mut sent = 0;
+        for path in files {
+            let report: Option<AgentReport> = std::fs::read(&path)
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok());
+            let Some(report) = report else {
+                let _ = std::fs::remove_file(&path);
+                continue;
+            };
+            match self.client.report(&report).await {
+                Ok(()) => {
+                    let _ = std::fs::remove_file(&path);
+                    sent += 1;
+                }
+                Err(ClientError::Refused { code, message, .. }) => {
+                    // The server will never take this one; do not block the queue behind it.
+                    tracing::warn!(%code, %message, "report refused; dropping it");
+                    let _ = std::fs::remove_file(&path);
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "server unavailable; reports stay queued");
+                    break;
+                }
+            }
+        }
+        sent
+    }
+
+    /// One round: poll (holding up to `wait`), apply a changed state, queue and send a report.
+    pub async fn cycle(&mut self, wait: Duration) -> Result<(), ClientError> {
+        let polled = self.client.poll(self.etag.as_deref(), wait).await;
+        let result = match polled {
+            Ok(Poll::Changed { body, etag }) => {
+                if self.apply(&body).await.is_ok() {
+                    self.etag = etag;
+                }
+                Ok(())
+            }
+            Ok(Poll::Unchanged) => Ok(()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = self.queue_report() {
+            tracing::error!(error = %e, "cannot queue a report");
+        }
+        self.flush_reports().await;
+        result
+    }
+
+    /// Polls forever (until `shutdown` resolves), backing off with jitter while the server is
+    /// unreachable. The models keep serving throughout.
+    pub async fn run(mut self, wait: Duration, shutdown: impl std::future::Future<Output = ()>) {
+        use backon::BackoffBuilder;
+        tokio::pin!(shutdown);
+        let builder = backon::ExponentialBuilder::default()
+            .with_jitter()
+            .with_min_delay(Duration::from_secs(1))
+            .with_max_delay(Duration::from_secs(60))
+            .without_max_times();
+        let mut backoff = builder.build();
+        loop {
+            let outcome = tokio::select! {
+                r = self.cycle(wait) => r,
+                () = &mut shutdown => return,
+            };
+            let pause = match outcome {
+                Ok(()) => {
+                    backoff = builder.build();
+                    Duration::ZERO
+                }
+                Err(e) => {
+                    let d = backoff.next().unwrap_or(Duration::from_secs(60));
+                    tracing::warn!(error = %e, retry_in = ?d, "cannot reach the server; serving the current models");
+                    d
+                }
+            };
+            tokio::select! {
+                () = tokio::time::sleep(pause) => {}
+                () = &mut shutdown => return,
+            }
+        }
+    }
+}
+
+/// Refuses what the signed facts forbid: a version other than the slot's, hardware this device
+/// does not have, and a downgrade the publishers did not allow.
+fn check_facts(
+    slot: &ModelSlot,
+    facts: Option<&ModelFacts>,
+    current: Option<&Installed>,
+) -> Result<(), SlotFailure> {
+    if let Some(f) = facts {
+        if f.model != slot.model || f.version != slot.version {
+            return Err(SlotFailure::new(
+                "signed_facts_mismatch",
+                format!(
+                    "publishers signed {}@{}, the server says {}@{}",
+                    f.model, f.version, slot.model, slot.version
+                ),
+            ));
+        }
+        if let Some(c) = &f.compatibility {
+            if !c.hardware.is_empty() && !c.hardware.iter().any(|h| h == std::env::consts::ARCH) {
+                return Err(SlotFailure::new(
+                    "incompatible_hardware",
+                    format!(
+                        "signed for {:?}, this device is {}",
+                        c.hardware,
+                        std::env::consts::ARCH
+                    ),
+                ));
+            }
+        }
+    }
+    let Some(current) = current else {
+        return Ok(());
+    };
+    let allowance = facts.and_then(|f| f.rollback_allowed_below);
+    let allowed = |installed_release: u64| allowance.is_some_and(|below| installed_release < below);
+    // Release counters when both sides have one, semantic versions otherwise.
+    let downgrade = match (facts.and_then(|f| f.release), current.release) {
+        (Some(new), Some(old)) => new < old && !allowed(old),
+        _ => {
+            let newer = semver::Version::parse(&slot.version).ok();
+            let older = semver::Version::parse(&current.version).ok();
+            matches!((newer, older), (Some(n), Some(o)) if n < o)
+                && !current.release.is_some_and(allowed)
+        }
+    };
+    if downgrade {
+        return Err(SlotFailure::new(
+            "downgrade_refused",
+            format!(
+                "{} would replace the newer {} and the publishers signed no rollback allowance",
+                slot.version, current.version
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn file_sha256(path: &std::path::Path) -> std::io::Result<String> {
+    let mut f = std::fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hex::encode(hasher.finalize()))
+}
+
+/// Enrolls the device unless it already has an identity; returns the identity.
+pub async fn ensure_enrolled(
+    dir: &StateDir,
+    server: &str,
+    enroll_token: Option<&str>,
+    request: flotilla_protocol::agent::EnrollRequest,
+    configured_server_key: Option<&str>,
+) -> anyhow::Result<Identity> {
+    if let Some(id) = dir.identity()? {
+        return Ok(id);
+    }
+    let token = enroll_token.ok_or_else(|| {
+        anyhow::anyhow!("this device is not enrolled yet: give an enrollment token (--enroll-token or FLOTILLA_ENROLL_TOKEN)")
+    })?;
+    let key_file = dir.device_key_file();
+    let key = match std::fs::read_to_string(&key_file) {
+        Ok(pem) => signing::SigningKey::from_pkcs8_pem(&pem)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", key_file.display()))?,
+        Err(_) => {
+            let key = signing::SigningKey::generate(&mut rand::rngs::OsRng);
+            let pem = key.to_pkcs8_pem().map_err(|e| anyhow::anyhow!("{e}"))?;
+            super::state_dir::write_atomic(&key_file, pem.as_bytes(), 0o600)?;
+            key
+        }
+    };
+    let der = key.public_key().to_der();
+    use base64::Engine as _;
+    let public =
+        base64::engine::general_purpose::STANDARD.encode(&der[der.len().saturating_sub(32)..]);
+    let mut request = request;
+    request.enrollment_token = token.to_owned();
+    request.device_public_key = public;
+    let client = ServerClient::new(server, None)?;
+    let res = client
+        .enroll(&request)
+        .await
+        .map_err(|e| anyhow::anyhow!("enrollment failed: {e}"))?;
+    let server_key = match configured_server_key {
+        Some(pem) => {
+            let configured = PublicKey::from_pem(pem)
+                .map_err(|e| anyhow::anyhow!("configured server key: {e}"))?;
+            if PublicKey::from_pem(&res.server_public_key_pem)
+                .ok()
+                .as_ref()
+                != Some(&configured)
+            {
+                anyhow::bail!(
+                    "the server's key is not the configured server key; refusing to enroll"
+                );
+            }
+            pem.to_owned()
+        }
+        None => res.server_public_key_pem.clone(),
+    };
+    let identity = Identity {
+        device_id: res.device_id,
+        credential: res.credential,
+        server_public_key_pem: server_key,
+    };
+    dir.save_identity(&identity)?;
+    tracing::info!(device_id = %identity.device_id, status = %res.status, "enrolled");
+    Ok(identity)
+}
+
+/// Keeps at most a sane wait for long-polls.
+pub fn clamp_wait(secs: u64) -> Duration {
+    Duration::from_secs(secs.clamp(1, 300))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slot(version: &str) -> ModelSlot {
+        ModelSlot {
+            model: "fraud".into(),
+            version: version.into(),
+            sha256: "a".repeat(64),
+            size: 1,
+            url: String::new(),
+            bundles: vec![],
+        }
+    }
+
+    fn installed(version: &str, release: Option<u64>) -> Installed {
+        Installed {
+            version: version.into(),
+            sha256: "b".repeat(64),
+            size: 1,
+            release,
+        }
+    }
+
+    fn facts(version: &str, release: Option<u64>, allow: Option<u64>) -> ModelFacts {
+        ModelFacts {
+            model: "fraud".into(),
+            version: version.into(),
+            release,
+            size: None,
+            compatibility: None,
+            inputs: None,
+            outputs: None,
+            sample_input: None,
+            rollback_allowed_below: allow,
+        }
+    }
+
+    #[test]
+    fn downgrades_need_a_signed_allowance() {
+        let cur = installed("1.1.0", Some(5));
+        let code = |s: &ModelSlot, f: Option<&ModelFacts>, c: Option<&Installed>| {
+            check_facts(s, f, c).err().map(|e| e.code)
+        };
+        assert_eq!(
+            code(
+                &slot("1.2.0"),
+                Some(&facts("1.2.0", Some(6), None)),
+                Some(&cur)
+            ),
+            None
+        );
+        assert_eq!(
+            code(
+                &slot("1.0.0"),
+                Some(&facts("1.0.0", Some(4), None)),
+                Some(&cur)
+            ),
+            Some("downgrade_refused")
+        );
+        assert_eq!(
+            code(
+                &slot("1.0.0"),
+                Some(&facts("1.0.0", Some(4), Some(6))),
+                Some(&cur)
+            ),
+            None
+        );
+        // No release counters: semantic versions decide.
+        let cur = installed("1.1.0", None);
+        assert_eq!(
+            code(&slot("1.0.0"), None, Some(&cur)),
+            Some("downgrade_refused")
+        );
+        assert_eq!(code(&slot("1.0.0"), None, None), None);
+        // Facts must name the slot's version.
+        assert_eq!(
+            code(&slot("1.2.0"), Some(&facts("1.3.0", None, None)), None),
+            Some("signed_facts_mismatch")
+        );
+        let mut f = facts("1.2.0", None, None);
+        f.compatibility = Some(flotilla_protocol::signing::Compatibility {
+            hardware: vec!["riscv128".into()],
+        });
+        assert_eq!(
+            code(&slot("1.2.0"), Some(&f), None),
+            Some("incompatible_hardware")
+        );
+    }
+}

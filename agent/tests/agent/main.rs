@@ -1,0 +1,11 @@
+//! The agent's integration tests: the real local inference API on port 0 with the committed
+//! sample models, driven over HTTP.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+mod backpressure;
+mod errors;
+mod hot_swap;
+mod infer;
+mod tritonclient;

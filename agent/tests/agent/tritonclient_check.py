@@ -1,0 +1,137 @@
+"""Drives the agent's local inference API with NVIDIA's real Triton client (tritonclient[http]).
+
+Usage: tritonclient_check.py --url 127.0.0.1:PORT --expected models/expected.json
+
+Exits 0 and prints "tritonclient checks passed: N" when every check holds; any failure raises.
+"""
+
+import argparse
+import json
+import sys
+
+import numpy as np
+import tritonclient.http as httpclient
+from tritonclient.utils import InferenceServerException
+
+# (name, version, file) the Rust test installs.
+MODELS = [
+    ("fraud", "1.0.0", "fraud-1.0.0.onnx"),
+    ("sensor-anomaly", "1.0.0", "sensor-anomaly-1.0.0.onnx"),
+    ("vision-cnn", "1.0.0", "vision-cnn-1.0.0.onnx"),
+]
+TOLERANCE = 1e-5
+
+
+def expect_error(call, needle):
+    try:
+        call()
+    except InferenceServerException as e:
+        assert needle in e.message(), f"{e.message()!r} lacks {needle!r}"
+        return
+    raise AssertionError(f"expected an error containing {needle!r}")
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--expected", required=True)
+    args = parser.parse_args()
+    with open(args.expected) as f:
+        expected = {m["file"]: m for m in json.load(f)["models"]}
+
+    client = httpclient.InferenceServerClient(url=args.url)
+    checks = 0
+
+    assert client.is_server_live()
+    assert client.is_server_ready()
+    server = client.get_server_metadata()
+    assert server["name"] == "flotilla-agent", server
+    assert server["extensions"] == [], server
+    checks += 1
+
+    for name, version, file in MODELS:
+        model = expected[file]
+        assert client.is_model_ready(name)
+        assert client.is_model_ready(name, version)
+        assert not client.is_model_ready(name, "0.0.0")
+        metadata = client.get_model_metadata(name, version)
+        assert metadata["name"] == name and metadata["versions"] == [version], metadata
+        assert metadata["platform"] == "onnx", metadata
+        for kind in ("inputs", "outputs"):
+            got = [(t["name"], t["datatype"], t["shape"]) for t in metadata[kind]]
+            want = [(t["name"], t["datatype"], t["shape"]) for t in model[kind]]
+            assert got == want, (kind, got, want)
+        checks += 1
+
+        for index, case in enumerate(model["cases"]):
+            inputs = []
+            for tensor in case["inputs"]:
+                values = np.array(tensor["data"], dtype=np.float32).reshape(tensor["shape"])
+                infer_input = httpclient.InferInput(tensor["name"], tensor["shape"], tensor["datatype"])
+                infer_input.set_data_from_numpy(values, binary_data=False)
+                inputs.append(infer_input)
+            outputs = [
+                httpclient.InferRequestedOutput(t["name"], binary_data=False) for t in case["outputs"]
+            ]
+            # Alternate the unversioned and the versioned endpoint.
+            result = client.infer(
+                name,
+                inputs,
+                model_version=version if index % 2 else "",
+                outputs=outputs,
+                request_id=f"{name}-{index}",
+            )
+            response = result.get_response()
+            assert response["model_name"] == name, response
+            assert response["model_version"] == version, response
+            assert response["id"] == f"{name}-{index}", response
+            assert response["parameters"] == {"flotilla_served_by": "edge"}, response
+            for tensor in case["outputs"]:
+                got = result.as_numpy(tensor["name"])
+                want = np.array(
+                    [np.nan if v is None else v for v in tensor["data"]], dtype=np.float32
+                ).reshape(tensor["shape"])
+                assert got is not None and got.dtype == np.float32, got
+                np.testing.assert_allclose(got, want, rtol=0, atol=TOLERANCE)
+            checks += 1
+
+    # Errors come back as tritonclient exceptions carrying the server's message.
+    assert not client.is_model_ready("no-such-model")
+    expect_error(lambda: client.get_model_metadata("no-such-model"), "not loaded")
+    fraud = expected["fraud-1.0.0.onnx"]["cases"][0]["inputs"][0]
+    values = np.array(fraud["data"], dtype=np.float32).reshape(fraud["shape"])
+
+    json_input = httpclient.InferInput("features", fraud["shape"], "FP32")
+    json_input.set_data_from_numpy(values, binary_data=False)
+    # No requested outputs: tritonclient asks for binary outputs, which the agent refuses.
+    expect_error(lambda: client.infer("fraud", [json_input]), "binary")
+
+    binary_input = httpclient.InferInput("features", fraud["shape"], "FP32")
+    binary_input.set_data_from_numpy(values)  # binary_data=True by default
+    expect_error(
+        lambda: client.infer(
+            "fraud",
+            [binary_input],
+            outputs=[httpclient.InferRequestedOutput("probabilities", binary_data=False)],
+        ),
+        "binary",
+    )
+
+    wrong = httpclient.InferInput("features", [1, 8], "FP64")
+    wrong.set_data_from_numpy(values.astype(np.float64), binary_data=False)
+    expect_error(
+        lambda: client.infer(
+            "fraud",
+            [wrong],
+            outputs=[httpclient.InferRequestedOutput("probabilities", binary_data=False)],
+        ),
+        "must be FP32",
+    )
+    checks += 1
+
+    client.close()
+    print(f"tritonclient checks passed: {checks}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
