@@ -528,23 +528,13 @@ fn local_mistakes_exit_2_before_anything_is_sent() {
     let op = Operator::new(&dead_url(), Some(ADMIN));
     op.cli("keygen --out k").ok();
     op.cli("keygen --out k").fails(2, "usage");
-    let forced = op
-        .run(&["keygen", "--out", "k", "--force", "--json"])
-        .ok()
-        .json();
+    let forced = op.cli("keygen --out k --force --json").ok().json();
     assert_eq!(forced["algorithm"], "ed25519");
 
     let sign = |model: &str, key: &str, name: &str| {
-        op.run(&[
-            "sign",
-            model,
-            "--key",
-            key,
-            "--name",
-            name,
-            "--version",
-            "1.0.0",
-        ])
+        op.cli(&format!(
+            "sign {model} --key {key} --name {name} --version 1.0.0"
+        ))
     };
     sign("missing.onnx", "k.key", "fraud").fails(2, "io");
     sign("fraud-1.0.0.onnx", "k.pub", "fraud").fails(2, "invalid_key");

@@ -40,6 +40,27 @@ pub fn fresh_binary(package: &str, name: &str) -> PathBuf {
         cmd.args(["build", "--quiet", "-p", package, "--bin", name])
             .arg("--target-dir")
             .arg(&target_dir);
+        // Cargo sets these for the running test. Passed on, they change the fingerprint of
+        // build scripts that watch them (ring watches CARGO_MANIFEST_DIR), so the nested
+        // build and the next `cargo test` would each rebuild half the dependency tree.
+        for (key, _) in std::env::vars_os() {
+            let key = key.to_string_lossy();
+            let set_for_tests = key.starts_with("CARGO_PKG_")
+                || key.starts_with("CARGO_BIN_")
+                || [
+                    "CARGO_MANIFEST_DIR",
+                    "CARGO_MANIFEST_PATH",
+                    "CARGO_MANIFEST_LINKS",
+                    "CARGO_CRATE_NAME",
+                    "CARGO_PRIMARY_PACKAGE",
+                    "CARGO_TARGET_TMPDIR",
+                    "CARGO_RUSTC_CURRENT_DIR",
+                ]
+                .contains(&key.as_ref());
+            if set_for_tests {
+                cmd.env_remove(key.as_ref());
+            }
+        }
         if profile_dir.file_name().is_some_and(|p| p == "release") {
             cmd.arg("--release");
         }
