@@ -63,7 +63,8 @@ pub fn matches(selector: &Selector, labels: &BTreeMap<String, String>) -> bool {
     selector.iter().all(|(k, v)| labels.get(k) == Some(v))
 }
 
-fn validate_labels(labels: &BTreeMap<String, String>) -> Result<(), DomainError> {
+/// Checks labels as enrollment and relabelling accept them.
+pub fn validate_labels(labels: &BTreeMap<String, String>) -> Result<(), DomainError> {
     for (k, v) in labels {
         parse_label_name("label key", k)?;
         if k.contains('=') || k.contains(',') || v.contains(',') || v.chars().count() > 256 {

@@ -212,14 +212,7 @@ pub async fn set_labels(
     principal.require(Permission::Operate)?;
     let device = fleet::device(state.store.as_ref(), &path).await?;
     // Same rules as at enrollment.
-    fleet::parse_selector(
-        &body
-            .labels
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join(","),
-    )?;
+    fleet::validate_labels(&body.labels)?;
     let device = state
         .store
         .set_device_labels(device.id, &body.labels)
