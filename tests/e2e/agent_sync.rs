@@ -4,18 +4,17 @@
 use flotilla_agent::sync::client::{DownloadLimits, ServerClient};
 use flotilla_agent::sync::state_dir::StateDir;
 use flotilla_agent::sync::trust::Trust;
-use flotilla_agent::sync::updater::{ensure_enrolled, system_clock, Updater};
+use flotilla_agent::sync::updater::{system_clock, Updater};
 use flotilla_agent::sync::ModelSink;
-use flotilla_protocol::agent::{sign_desired_state, DesiredState, EnrollRequest, ModelSlot};
-use flotilla_protocol::signing::{sign_model, ModelFacts, Resource, SigningKey};
+use flotilla_protocol::agent::{sign_desired_state, DesiredState, ModelSlot};
+use flotilla_protocol::signing::{SampleTensor, SigningKey};
 use flotilla_runtime::Model;
-use flotilla_server::config::Settings;
-use flotilla_server::startup::Application;
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use crate::fleet::{hex_sha, model_bytes, sign, Fleet};
 
 /// Records what the updater installs.
 #[derive(Default)]
@@ -36,209 +35,6 @@ impl ModelSink for MapSink {
 impl MapSink {
     fn version(&self, name: &str) -> Option<String> {
         self.0.lock().unwrap().get(name).map(|(v, _)| v.clone())
-    }
-}
-
-fn model_bytes(file: &str) -> Vec<u8> {
-    std::fs::read(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../models")
-            .join(file),
-    )
-    .unwrap()
-}
-
-fn hex_sha(b: &[u8]) -> String {
-    hex::encode(Sha256::digest(b))
-}
-
-fn sign(
-    key: &SigningKey,
-    bytes: &[u8],
-    model: &str,
-    version: &str,
-    release: Option<u64>,
-) -> String {
-    let facts = ModelFacts {
-        model: model.into(),
-        version: version.into(),
-        release,
-        size: Some(bytes.len() as u64),
-        compatibility: None,
-        inputs: None,
-        outputs: None,
-        sample_input: None,
-        rollback_allowed_below: None,
-    };
-    let b = sign_model(
-        key,
-        &[Resource::single_file(Sha256::digest(bytes).into())],
-        "model.onnx",
-        Some(&facts),
-    )
-    .unwrap();
-    String::from_utf8(b.to_json()).unwrap()
-}
-
-struct Fleet {
-    base: String,
-    admin: String,
-    client: reqwest::Client,
-    publisher: SigningKey,
-    app_store: Arc<dyn flotilla_server::store::Store>,
-    _data: tempfile::TempDir,
-}
-
-impl Fleet {
-    async fn start() -> Self {
-        let data = tempfile::tempdir().unwrap();
-        let settings = Settings {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            data_dir: data.path().to_path_buf(),
-            workers: 2,
-            ..Settings::default()
-        };
-        let app = Application::build(settings).await.unwrap();
-        let base = format!("http://127.0.0.1:{}", app.port());
-        let admin = app.bootstrap_secret().unwrap().to_owned();
-        let app_store = app.store();
-        tokio::spawn(app.run_until_stopped());
-        let fleet = Self {
-            base,
-            admin,
-            client: reqwest::Client::new(),
-            publisher: SigningKey::generate(&mut rand::rngs::OsRng),
-            app_store,
-            _data: data,
-        };
-        let pem = fleet.publisher.public_key().to_pem();
-        fleet
-            .call(
-                "POST",
-                "/api/v1/publisher-keys",
-                json!({"name": "ml", "public_key_pem": pem}),
-                201,
-            )
-            .await;
-        fleet
-            .call("POST", "/api/v1/models", json!({"name": "fraud"}), 201)
-            .await;
-        fleet
-    }
-
-    async fn call(&self, method: &str, path: &str, body: Value, status: u16) -> Value {
-        let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-        let res = self
-            .client
-            .request(m, format!("{}{path}", self.base))
-            .bearer_auth(&self.admin)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status().as_u16(), status, "{method} {path}");
-        res.json().await.unwrap_or(Value::Null)
-    }
-
-    async fn publish(&self, file: &str, version: &str, release: Option<u64>) {
-        let bytes = model_bytes(file);
-        let hex = hex_sha(&bytes);
-        let res = self
-            .client
-            .put(format!("{}/api/v1/artifacts/sha256/{hex}", self.base))
-            .bearer_auth(&self.admin)
-            .body(bytes.clone())
-            .send()
-            .await
-            .unwrap();
-        assert!(res.status().is_success());
-        let bundle = sign(&self.publisher, &bytes, "fraud", version, release);
-        self.call(
-            "POST",
-            "/api/v1/models/fraud/versions",
-            json!({"version": version, "artifact": {"sha256": hex, "size": bytes.len()}, "bundles": [bundle]}),
-            201,
-        )
-        .await;
-    }
-
-    async fn upload_raw(&self, bytes: &[u8]) {
-        let res = self
-            .client
-            .put(format!(
-                "{}/api/v1/artifacts/sha256/{}",
-                self.base,
-                hex_sha(bytes)
-            ))
-            .bearer_auth(&self.admin)
-            .body(bytes.to_vec())
-            .send()
-            .await
-            .unwrap();
-        assert!(res.status().is_success());
-    }
-
-    async fn deploy(&self, version: &str) {
-        let res = self
-            .client
-            .put(format!("{}/api/v1/deployments", self.base))
-            .bearer_auth(&self.admin)
-            .json(&json!({"model": "fraud", "version": version, "selector": "site=a"}))
-            .send()
-            .await
-            .unwrap();
-        assert!(res.status().is_success());
-    }
-
-    async fn agent(&self, dir: &std::path::Path, sink: Arc<MapSink>) -> Updater {
-        let token = self
-            .call(
-                "POST",
-                "/api/v1/enrollment-tokens",
-                json!({"name": "t", "labels": {"site": "a"}}),
-                201,
-            )
-            .await;
-        let trust: flotilla_protocol::registry::TrustRoot = serde_json::from_value(
-            self.call("GET", "/api/v1/trust-root", Value::Null, 200)
-                .await,
-        )
-        .unwrap();
-        let state = StateDir::open(dir).unwrap();
-        let request = EnrollRequest {
-            enrollment_token: String::new(),
-            device_public_key: String::new(),
-            name: Some("test-device".into()),
-            labels: BTreeMap::new(),
-            hardware: Default::default(),
-            agent_version: "test".into(),
-        };
-        let identity = ensure_enrolled(&state, &self.base, token["token"].as_str(), request, None)
-            .await
-            .unwrap();
-        let client = ServerClient::new(&self.base, Some(identity.credential.clone())).unwrap();
-        Updater::new(
-            state,
-            client,
-            identity,
-            Trust::new(trust).unwrap(),
-            sink,
-            Arc::new(|| None),
-            system_clock(),
-            DownloadLimits::default(),
-        )
-        .unwrap()
-    }
-
-    /// The server's desired-state key, as a compromised server (or a test) would use it.
-    async fn server_key(&self) -> SigningKey {
-        let pem = self
-            .app_store
-            .get_setting("desired_state_signing_key")
-            .await
-            .unwrap()
-            .unwrap();
-        SigningKey::from_pkcs8_pem(&pem).unwrap()
     }
 }
 
@@ -313,6 +109,71 @@ async fn pulls_verifies_activates_swaps_and_reports() {
 }
 
 #[tokio::test]
+async fn the_signed_sample_input_stops_a_model_that_passes_on_zeros() {
+    let fleet = Fleet::start().await;
+    fleet.publish("fraud-1.0.0.onnx", "1.0.0", Some(1)).await;
+    // The faulty model answers NaN when feature 0 exceeds 0.5: zeros pass, this sample does not.
+    let hot = SampleTensor {
+        name: "features".into(),
+        datatype: "FP32".into(),
+        shape: vec![1, 8],
+        data: [0.9, 0.1, -0.2, 0.3, 0.0, 0.5, -1.0, 0.25]
+            .iter()
+            .map(|&v| json!(v))
+            .collect(),
+    };
+    fleet
+        .publish_with_sample(
+            "fraud-1.2.0-faulty.onnx",
+            "1.2.0",
+            Some(3),
+            Some(vec![hot.clone()]),
+        )
+        .await;
+    fleet.deploy("1.0.0").await;
+    let dir = tempfile::tempdir().unwrap();
+    let sink = Arc::new(MapSink::default());
+    let mut agent = fleet.agent(dir.path(), sink.clone()).await;
+    agent.cycle(Duration::from_secs(0)).await.unwrap();
+    assert_eq!(sink.version("fraud").as_deref(), Some("1.0.0"));
+
+    fleet.deploy("1.2.0").await;
+    agent.cycle(Duration::from_secs(0)).await.unwrap();
+    assert_eq!(
+        sink.version("fraud").as_deref(),
+        Some("1.0.0"),
+        "the faulty model must not replace the working one"
+    );
+    let devices = fleet.call("GET", "/api/v1/devices", Value::Null, 200).await;
+    let slot = &devices["devices"][0]["slots"][0];
+    assert_eq!(slot["state"], "failed", "{slot}");
+    assert!(
+        slot["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("smoke_test_failed")),
+        "{slot}"
+    );
+    assert_eq!(slot["active_version"], "1.0.0");
+
+    // The same bytes with a harmless signed sample pass: the check is the sample, not the file.
+    let calm = SampleTensor {
+        data: vec![json!(0.0); 8],
+        ..hot
+    };
+    fleet
+        .publish_with_sample(
+            "fraud-1.2.0-faulty.onnx",
+            "1.2.1",
+            Some(4),
+            Some(vec![calm]),
+        )
+        .await;
+    fleet.deploy("1.2.1").await;
+    agent.cycle(Duration::from_secs(0)).await.unwrap();
+    assert_eq!(sink.version("fraud").as_deref(), Some("1.2.1"));
+}
+
+#[tokio::test]
 async fn refuses_what_a_compromised_server_sends_and_keeps_serving() {
     let fleet = Fleet::start().await;
     fleet.publish("fraud-1.0.0.onnx", "1.0.0", Some(1)).await;
@@ -376,7 +237,7 @@ async fn refuses_what_a_compromised_server_sends_and_keeps_serving() {
         .apply(&envelope(vec![good_slot(
             &junk,
             "3.0.0",
-            sign(&rogue, &junk, "fraud", "3.0.0", Some(9)),
+            sign(&rogue, &junk, "fraud", "3.0.0", Some(9), None),
         )]))
         .await
         .unwrap();
@@ -392,7 +253,7 @@ async fn refuses_what_a_compromised_server_sends_and_keeps_serving() {
         .apply(&envelope(vec![good_slot(
             &v1,
             "1.0.0",
-            sign(&fleet.publisher, &v1, "fraud", "1.0.0", Some(1)),
+            sign(&fleet.publisher, &v1, "fraud", "1.0.0", Some(1), None),
         )]))
         .await
         .unwrap();
@@ -410,7 +271,7 @@ async fn refuses_what_a_compromised_server_sends_and_keeps_serving() {
         .apply(&envelope(vec![good_slot(
             &sensor,
             "9.0.0",
-            sign(&fleet.publisher, &sensor, "fraud", "5.0.0", Some(5)),
+            sign(&fleet.publisher, &sensor, "fraud", "5.0.0", Some(5), None),
         )]))
         .await
         .unwrap();
@@ -428,7 +289,7 @@ async fn refuses_what_a_compromised_server_sends_and_keeps_serving() {
     let mut swapped = good_slot(
         &faulty,
         "4.0.0",
-        sign(&fleet.publisher, &faulty, "fraud", "4.0.0", Some(10)),
+        sign(&fleet.publisher, &faulty, "fraud", "4.0.0", Some(10), None),
     );
     swapped.url = format!("/api/v1/artifacts/sha256/{}", hex_sha(&tampered));
     agent.apply(&envelope(vec![swapped])).await.unwrap();
@@ -446,7 +307,7 @@ async fn refuses_what_a_compromised_server_sends_and_keeps_serving() {
     let mut endless = good_slot(
         &small,
         "4.0.1",
-        sign(&fleet.publisher, &small, "fraud", "4.0.1", Some(11)),
+        sign(&fleet.publisher, &small, "fraud", "4.0.1", Some(11), None),
     );
     endless.url = format!("/api/v1/artifacts/sha256/{}", hex_sha(&big));
     agent.apply(&envelope(vec![endless])).await.unwrap();
@@ -464,7 +325,7 @@ async fn refuses_what_a_compromised_server_sends_and_keeps_serving() {
     let mut evil = good_slot(
         &v11,
         "1.1.0",
-        sign(&fleet.publisher, &v11, "fraud", "1.1.0", Some(2)),
+        sign(&fleet.publisher, &v11, "fraud", "1.1.0", Some(2), None),
     );
     evil.model = "../../etc/x".into();
     assert_eq!(
@@ -478,7 +339,7 @@ async fn refuses_what_a_compromised_server_sends_and_keeps_serving() {
         .apply(&envelope(vec![good_slot(
             &v11,
             "1.1.0",
-            sign(&fleet.publisher, &v11, "fraud", "1.1.0", Some(2)),
+            sign(&fleet.publisher, &v11, "fraud", "1.1.0", Some(2), None),
         )]))
         .await
         .unwrap();

@@ -19,6 +19,6 @@ mod registry;
 pub use api::{local_api, serve, LocalApi, LocalApiConfig, SERVER_NAME};
 pub use error::OipError;
 pub use health::{HealthRecorder, HealthWindow, LatencyMs, ModelHealth, ModelTotals, Outcome};
-pub use oip::SERVED_BY_EDGE;
+pub use oip::{parse_data, SERVED_BY_EDGE};
 pub use pool::{InferencePool, PoolConfig, PoolError};
 pub use registry::{LoadedModel, ModelRegistry};

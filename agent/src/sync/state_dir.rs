@@ -12,6 +12,7 @@
 //!   reports/<seq>.json reports not yet delivered, sent in order
 //! ```
 
+use flotilla_protocol::signing::SampleTensor;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
@@ -43,6 +44,9 @@ pub struct Installed {
     /// Publisher-signed release counter, if any.
     #[serde(default)]
     pub release: Option<u64>,
+    /// The publisher-signed smoke-test input, run again whenever the model is loaded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sample_input: Option<Vec<SampleTensor>>,
 }
 
 /// An update that failed, so the agent backs off instead of retrying in a loop.
@@ -150,7 +154,8 @@ impl StateDir {
         )
     }
 
-    /// Deletes model files that are neither installed nor previous, and stale partials.
+    /// Deletes model files that are neither installed nor previous, and partial downloads of
+    /// files that are complete.
     pub fn collect_garbage(&self, state: &AgentState) {
         let keep: std::collections::BTreeSet<&str> = state
             .installed
@@ -165,6 +170,18 @@ impl StateDir {
         {
             let name = entry.file_name().to_string_lossy().into_owned();
             if !keep.contains(name.as_str()) {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+        // A partial download of bytes that are already installed is left by a kill between
+        // the last write and the rename; it will never be resumed.
+        for entry in fs::read_dir(self.root.join("partial"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if keep.contains(name.as_str()) {
                 let _ = fs::remove_file(entry.path());
             }
         }
@@ -253,6 +270,7 @@ mod tests {
                 sha256: "ab".into(),
                 size: 3,
                 release: None,
+                sample_input: None,
             },
         );
         sd.save_state(&s).unwrap();

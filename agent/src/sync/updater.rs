@@ -4,12 +4,13 @@
 //! smoke-test the model, then swap it in and persist the new state. Anything that fails keeps the
 //! current model serving, is reported with a stable reason, and is retried with backoff.
 
+use crate::inference::parse_data;
 use flotilla_protocol::agent::{
     verify_desired_state, AgentReport, DesiredState, HealthWindow, ModelSlot, SlotState,
     SlotStatus, StateError,
 };
-use flotilla_protocol::signing::{self, ArtifactDigest, ModelFacts, PublicKey};
-use flotilla_runtime::{LoadOptions, Model};
+use flotilla_protocol::signing::{self, ArtifactDigest, ModelFacts, PublicKey, SampleTensor};
+use flotilla_runtime::{DataType, LoadOptions, Model, Tensor};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -155,6 +156,7 @@ impl Updater {
     async fn load_verified_file(&self, m: &Installed) -> Result<Arc<Model>, SlotFailure> {
         let path = self.dir.model_file(&m.sha256);
         let expected = m.sha256.clone();
+        let sample = m.sample_input.clone();
         tokio::task::spawn_blocking(move || {
             let bytes = std::fs::read(&path).map_err(|e| {
                 SlotFailure::new("model_file_missing", format!("{}: {e}", path.display()))
@@ -167,8 +169,14 @@ impl Updater {
             }
             let model = Model::load(&bytes, &LoadOptions::default())
                 .map_err(|e| SlotFailure::new("model_load_failed", e.to_string()))?;
+            // The publisher's signed sample when there is one (it exercises real values, where
+            // zeros may hide a model that breaks on them), else zeros of the declared shapes.
+            let sample = sample
+                .map(|s| sample_tensors(&s))
+                .transpose()
+                .map_err(|e| SlotFailure::new("smoke_test_failed", e))?;
             model
-                .smoke_test(None)
+                .smoke_test(sample)
                 .map_err(|e| SlotFailure::new("smoke_test_failed", e.to_string()))?;
             Ok(Arc::new(model))
         })
@@ -215,6 +223,12 @@ impl Updater {
 
     async fn apply_verified(&mut self, desired: DesiredState) {
         for slot in &desired.slots {
+            if let Some(failure) = self.backing_off(slot) {
+                // Same target failed recently: keep reporting why until the backoff expires.
+                let reason = failure.reason.clone();
+                self.set_status(&slot.model, &slot.version, SlotState::Failed, Some(&reason));
+                continue;
+            }
             match self.update_slot(slot).await {
                 Ok(()) => {
                     self.state.failures.remove(&slot.model);
@@ -223,32 +237,19 @@ impl Updater {
                 Err(f) => {
                     tracing::warn!(model = %slot.model, version = %slot.version, code = f.code, error = %f.message, "update refused; the current model keeps serving");
                     let attempts = self
-                        .state
-                        .failures
-                        .get(&slot.model)
-                        .filter(|p| p.sha256 == slot.sha256)
-                        .map_or(1, |p| {
-                            p.attempts
-                                .saturating_add(u32::from(f.code != "backing_off"))
-                        });
-                    if f.code != "backing_off" {
-                        self.state.failures.insert(
-                            slot.model.clone(),
-                            Failure {
-                                version: slot.version.clone(),
-                                sha256: slot.sha256.clone(),
-                                reason: format!("{}: {}", f.code, f.message),
-                                attempts,
-                                last_attempt: (self.clock)(),
-                            },
-                        );
-                    }
-                    let reason = self
-                        .state
-                        .failures
-                        .get(&slot.model)
-                        .map(|x| x.reason.clone())
-                        .unwrap_or_else(|| f.code.to_owned());
+                        .failure_for(slot)
+                        .map_or(1, |p| p.attempts.saturating_add(1));
+                    let reason = format!("{}: {}", f.code, f.message);
+                    self.state.failures.insert(
+                        slot.model.clone(),
+                        Failure {
+                            version: slot.version.clone(),
+                            sha256: slot.sha256.clone(),
+                            reason: reason.clone(),
+                            attempts,
+                            last_attempt: (self.clock)(),
+                        },
+                    );
                     self.set_status(&slot.model, &slot.version, SlotState::Failed, Some(&reason));
                 }
             }
@@ -285,29 +286,68 @@ impl Updater {
         (30u64 << attempts.min(6)).min(3600)
     }
 
-    async fn update_slot(&mut self, slot: &ModelSlot) -> Result<(), SlotFailure> {
-        let current = self.state.installed.get(&slot.model).cloned();
-        if current.as_ref().is_some_and(|c| c.sha256 == slot.sha256) {
-            return Ok(());
-        }
-        if let Some(f) = self
-            .state
+    /// The recorded failure of exactly this target (same version and bytes), if any.
+    fn failure_for(&self, slot: &ModelSlot) -> Option<&Failure> {
+        self.state
             .failures
             .get(&slot.model)
-            .filter(|f| f.sha256 == slot.sha256)
+            .filter(|f| f.sha256 == slot.sha256 && f.version == slot.version)
+    }
+
+    /// The failure to keep reporting while this target is still in its backoff window.
+    fn backing_off(&self, slot: &ModelSlot) -> Option<&Failure> {
+        let installed = self.state.installed.get(&slot.model);
+        if installed.is_some_and(|c| c.sha256 == slot.sha256 && c.version == slot.version) {
+            return None;
+        }
+        self.failure_for(slot)
+            .filter(|f| (self.clock)() < f.last_attempt + Self::backoff_secs(f.attempts))
+    }
+
+    async fn update_slot(&mut self, slot: &ModelSlot) -> Result<(), SlotFailure> {
+        let current = self.state.installed.get(&slot.model).cloned();
+        if current
+            .as_ref()
+            .is_some_and(|c| c.sha256 == slot.sha256 && c.version == slot.version)
         {
-            let wait = Self::backoff_secs(f.attempts);
-            if (self.clock)() < f.last_attempt + wait {
-                return Err(SlotFailure::new(
-                    "backing_off",
-                    format!("retrying in at most {wait}s"),
-                ));
-            }
+            return Ok(());
         }
         self.set_status(&slot.model, &slot.version, SlotState::Verifying, None);
         let facts = self.verify_publishers(slot)?;
         check_facts(slot, facts.as_ref(), current.as_ref())?;
 
+        let final_path = self.dir.model_file(&slot.sha256);
+        // Bytes already on disk (the previous version, or the same file signed as another
+        // version) are reused: rolling back is instant and needs no network.
+        let on_disk = file_sha256(&final_path).is_ok_and(|d| d == slot.sha256);
+        if !on_disk {
+            self.download_verified(slot, &final_path).await?;
+        }
+        let installed = Installed {
+            version: slot.version.clone(),
+            sha256: slot.sha256.clone(),
+            size: slot.size,
+            release: facts.as_ref().and_then(|f| f.release),
+            sample_input: facts.and_then(|f| f.sample_input),
+        };
+        // Only now, with verified bytes, is the model parsed.
+        let model = self.load_verified_file(&installed).await?;
+        self.sink.install(&slot.model, &slot.version, model);
+        if let Some(old) = current {
+            self.state.previous.insert(slot.model.clone(), old);
+        }
+        self.state.installed.insert(slot.model.clone(), installed);
+        tracing::info!(model = %slot.model, version = %slot.version, "model activated");
+        Ok(())
+    }
+
+    /// Downloads the slot's artifact (resuming a partial file), checks its digest and moves it
+    /// to `final_path`, where only verified bytes ever land.
+    async fn download_verified(
+        &mut self,
+        slot: &ModelSlot,
+        final_path: &std::path::Path,
+    ) -> Result<(), SlotFailure> {
         self.set_status(&slot.model, &slot.version, SlotState::Downloading, None);
         let partial = self.dir.partial_file(&slot.sha256);
         self.client
@@ -329,26 +369,9 @@ impl Updater {
                 ),
             ));
         }
-        let final_path = self.dir.model_file(&slot.sha256);
-        std::fs::rename(&partial, &final_path)
+        std::fs::rename(&partial, final_path)
             .and_then(|()| super::state_dir::sync_dir(self.dir.root().join("models").as_path()))
-            .map_err(|e| SlotFailure::new("storage_failed", e.to_string()))?;
-
-        let installed = Installed {
-            version: slot.version.clone(),
-            sha256: slot.sha256.clone(),
-            size: slot.size,
-            release: facts.as_ref().and_then(|f| f.release),
-        };
-        // Only now, with verified bytes, is the model parsed.
-        let model = self.load_verified_file(&installed).await?;
-        self.sink.install(&slot.model, &slot.version, model);
-        if let Some(old) = current {
-            self.state.previous.insert(slot.model.clone(), old);
-        }
-        self.state.installed.insert(slot.model.clone(), installed);
-        tracing::info!(model = %slot.model, version = %slot.version, "model activated");
-        Ok(())
+            .map_err(|e| SlotFailure::new("storage_failed", e.to_string()))
     }
 
     fn verify_publishers(&self, slot: &ModelSlot) -> Result<Option<ModelFacts>, SlotFailure> {
@@ -541,6 +564,38 @@ fn check_facts(
     Ok(())
 }
 
+/// The signed sample input as runtime tensors.
+fn sample_tensors(sample: &[SampleTensor]) -> Result<Vec<Tensor>, String> {
+    sample
+        .iter()
+        .map(|t| {
+            let datatype = DataType::from_name(&t.datatype).ok_or_else(|| {
+                format!(
+                    "signed sample input `{}` has unknown datatype {}",
+                    t.name, t.datatype
+                )
+            })?;
+            let raw = serde_json::value::to_raw_value(&t.data).map_err(|e| e.to_string())?;
+            let data = parse_data(datatype, &raw)
+                .map_err(|e| format!("signed sample input `{}`: {e}", t.name))?;
+            let shape = t
+                .shape
+                .iter()
+                .map(|&d| usize::try_from(d).map_err(|e| e.to_string()))
+                .collect::<Result<Vec<_>, _>>()?;
+            if shape.iter().product::<usize>() != data.len() {
+                return Err(format!(
+                    "signed sample input `{}` has {} values for shape {:?}",
+                    t.name,
+                    data.len(),
+                    t.shape
+                ));
+            }
+            Ok(Tensor::new(t.name.clone(), shape, data))
+        })
+        .collect()
+}
+
 fn file_sha256(path: &std::path::Path) -> std::io::Result<String> {
     let mut f = std::fs::File::open(path)?;
     let mut hasher = Sha256::new();
@@ -645,6 +700,7 @@ mod tests {
             sha256: "b".repeat(64),
             size: 1,
             release,
+            sample_input: None,
         }
     }
 
