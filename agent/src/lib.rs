@@ -1,9 +1,10 @@
-//! The Flotilla edge agent. The update loop, verification and local inference API arrive with
-//! the agent issue; today this crate only fixes its place in the workspace and its invariant:
+//! The Flotilla edge agent: [`sync`] keeps the device in line with its signed desired state,
+//! [`inference`] serves the installed models over the Open Inference Protocol, and [`app`] wires
+//! both into the process that `flotilla-agent` (and the demo) runs.
 //!
 //! **Architecture invariant**: the agent never depends on the server crate.
 
-pub mod inference;
-
+pub mod app;
 pub mod config;
+pub mod inference;
 pub mod sync;

@@ -1,6 +1,9 @@
 //! End-to-end: the real `flotilla-server` binary started the way the README says.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod agent_process;
 mod agent_sync;
 mod cli;
+mod demo;
+mod fleet;
 mod server;

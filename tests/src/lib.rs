@@ -7,37 +7,21 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-/// Path of a workspace binary (built on demand if a test is run on its own).
-pub fn binary(package: &str, name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    // target/<profile>/deps/e2e-<hash> -> target/<profile>/<name>
-    let dir = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
-    let path = dir.join(name);
-    if !path.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "-p", package, "--bin", name])
-            .status()
-            .unwrap();
-        assert!(status.success(), "building {name} failed");
-    }
-    path
-}
-
-/// Path of a workspace binary, rebuilt (a no-op when up to date) the first time each test
-/// process asks for it, so a test never runs a stale binary left by an earlier build. Builds
-/// into the target directory and profile of the running test.
-pub fn fresh_binary(package: &str, name: &str) -> PathBuf {
-    static BUILT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+/// Path of a workspace binary. The first call in each test process runs
+/// `cargo build --workspace --all-targets` into the running test's target directory and profile:
+/// a no-op right after `cargo test --workspace --all-targets` (what `scripts/test` runs), and it
+/// means a test run on its own never uses a stale binary. (`-p <package>` would resolve features
+/// differently and rebuild half the dependency tree.)
+pub fn fresh_binary(_package: &str, name: &str) -> PathBuf {
+    static BUILT: std::sync::Once = std::sync::Once::new();
     let exe = std::env::current_exe().unwrap();
     // target/<profile>/deps/e2e-<hash> -> target/<profile> -> target
     let profile_dir = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
     let target_dir = profile_dir.parent().unwrap().to_path_buf();
-    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
-    if !built.iter().any(|b| b == name) {
+    BUILT.call_once(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut cmd = Command::new(cargo);
-        cmd.args(["build", "--quiet", "-p", package, "--bin", name])
+        cmd.args(["build", "--quiet", "--workspace", "--all-targets"])
             .arg("--target-dir")
             .arg(&target_dir);
         // Cargo sets these for the running test. Passed on, they change the fingerprint of
@@ -65,10 +49,14 @@ pub fn fresh_binary(package: &str, name: &str) -> PathBuf {
             cmd.arg("--release");
         }
         let status = cmd.status().unwrap();
-        assert!(status.success(), "building {name} failed");
-        built.push(name.to_owned());
-    }
+        assert!(status.success(), "building the workspace binaries failed");
+    });
     profile_dir.join(name)
+}
+
+/// Same as [`fresh_binary`].
+pub fn binary(package: &str, name: &str) -> PathBuf {
+    fresh_binary(package, name)
 }
 
 /// A process whose stdout lines are collected in the background. Killed on drop.
@@ -187,4 +175,63 @@ pub fn fresh_postgres_database() -> String {
         .unwrap_or(&admin)
         .to_owned();
     format!("{base}/{name}")
+}
+
+/// The repository's `models/` folder.
+pub fn models_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../models")
+}
+
+/// The entry of `models/expected.json` for one sample file: tensors and recorded cases
+/// (inputs with onnxruntime's outputs).
+pub fn expected_model(file: &str) -> serde_json::Value {
+    let all: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(models_dir().join("expected.json")).unwrap())
+            .unwrap();
+    all["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["file"] == file)
+        .unwrap_or_else(|| panic!("no {file} in expected.json"))
+        .clone()
+}
+
+/// Whether an infer response's `outputs` hold every expected output with the same shape and
+/// values within `1e-4`; the first difference otherwise.
+pub fn outputs_match(
+    expected: &serde_json::Value,
+    actual: &serde_json::Value,
+) -> Result<(), String> {
+    for want in expected.as_array().unwrap() {
+        let got = actual
+            .as_array()
+            .and_then(|o| o.iter().find(|o| o["name"] == want["name"]))
+            .ok_or_else(|| format!("no output {} in {actual}", want["name"]))?;
+        if got["shape"] != want["shape"] {
+            return Err(format!("shape {} != {}", got["shape"], want["shape"]));
+        }
+        let w = want["data"].as_array().unwrap();
+        let g = got["data"].as_array().ok_or("data is not an array")?;
+        if w.len() != g.len() {
+            return Err(format!("{} values, expected {}", g.len(), w.len()));
+        }
+        for (a, b) in w.iter().zip(g) {
+            let (a, b) = (a.as_f64().unwrap(), b.as_f64().ok_or("not a number")?);
+            if (a - b).abs() > 1e-4 {
+                return Err(format!("{b} where onnxruntime gives {a}"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Percentile (0–100) of `values` (sorted in place), in the values' unit.
+pub fn percentile(values: &mut [f64], p: f64) -> f64 {
+    if values.is_empty() {
+        return f64::NAN;
+    }
+    values.sort_by(f64::total_cmp);
+    let rank = ((p / 100.0) * (values.len() as f64)).ceil() as usize;
+    values[rank.saturating_sub(1).min(values.len() - 1)]
 }

@@ -1,0 +1,242 @@
+//! A real server in-process (SQLite, temp dir) with a publisher key and the `fraud` model, and
+//! the publishing and enrollment steps the agent tests share.
+
+use flotilla_agent::sync::client::{DownloadLimits, ServerClient};
+use flotilla_agent::sync::state_dir::StateDir;
+use flotilla_agent::sync::trust::Trust;
+use flotilla_agent::sync::updater::{ensure_enrolled, system_clock, Updater};
+use flotilla_agent::sync::ModelSink;
+use flotilla_protocol::agent::EnrollRequest;
+use flotilla_protocol::signing::{sign_model, ModelFacts, Resource, SampleTensor, SigningKey};
+use flotilla_server::config::Settings;
+use flotilla_server::startup::Application;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+pub(crate) fn model_bytes(file: &str) -> Vec<u8> {
+    std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../models")
+            .join(file),
+    )
+    .unwrap()
+}
+
+pub(crate) fn hex_sha(b: &[u8]) -> String {
+    hex::encode(Sha256::digest(b))
+}
+
+pub(crate) fn sign(
+    key: &SigningKey,
+    bytes: &[u8],
+    model: &str,
+    version: &str,
+    release: Option<u64>,
+    sample_input: Option<Vec<SampleTensor>>,
+) -> String {
+    let facts = ModelFacts {
+        model: model.into(),
+        version: version.into(),
+        release,
+        size: Some(bytes.len() as u64),
+        compatibility: None,
+        inputs: None,
+        outputs: None,
+        sample_input,
+        rollback_allowed_below: None,
+    };
+    let b = sign_model(
+        key,
+        &[Resource::single_file(Sha256::digest(bytes).into())],
+        "model.onnx",
+        Some(&facts),
+    )
+    .unwrap();
+    String::from_utf8(b.to_json()).unwrap()
+}
+
+pub(crate) struct Fleet {
+    pub(crate) base: String,
+    pub(crate) admin: String,
+    pub(crate) client: reqwest::Client,
+    pub(crate) publisher: SigningKey,
+    pub(crate) app_store: Arc<dyn flotilla_server::store::Store>,
+    _data: tempfile::TempDir,
+}
+
+impl Fleet {
+    pub(crate) async fn start() -> Self {
+        let data = tempfile::tempdir().unwrap();
+        let settings = Settings {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            data_dir: data.path().to_path_buf(),
+            workers: 2,
+            ..Settings::default()
+        };
+        let app = Application::build(settings).await.unwrap();
+        let base = format!("http://127.0.0.1:{}", app.port());
+        let admin = app.bootstrap_secret().unwrap().to_owned();
+        let app_store = app.store();
+        tokio::spawn(app.run_until_stopped());
+        let fleet = Self {
+            base,
+            admin,
+            client: reqwest::Client::new(),
+            publisher: SigningKey::generate(&mut rand::rngs::OsRng),
+            app_store,
+            _data: data,
+        };
+        let pem = fleet.publisher.public_key().to_pem();
+        fleet
+            .call(
+                "POST",
+                "/api/v1/publisher-keys",
+                json!({"name": "ml", "public_key_pem": pem}),
+                201,
+            )
+            .await;
+        fleet
+            .call("POST", "/api/v1/models", json!({"name": "fraud"}), 201)
+            .await;
+        fleet
+    }
+
+    pub(crate) async fn call(&self, method: &str, path: &str, body: Value, status: u16) -> Value {
+        let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let res = self
+            .client
+            .request(m, format!("{}{path}", self.base))
+            .bearer_auth(&self.admin)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status().as_u16(), status, "{method} {path}");
+        res.json().await.unwrap_or(Value::Null)
+    }
+
+    pub(crate) async fn publish(&self, file: &str, version: &str, release: Option<u64>) {
+        self.publish_with_sample(file, version, release, None).await;
+    }
+
+    pub(crate) async fn publish_with_sample(
+        &self,
+        file: &str,
+        version: &str,
+        release: Option<u64>,
+        sample: Option<Vec<SampleTensor>>,
+    ) {
+        let bytes = model_bytes(file);
+        let hex = hex_sha(&bytes);
+        let res = self
+            .client
+            .put(format!("{}/api/v1/artifacts/sha256/{hex}", self.base))
+            .bearer_auth(&self.admin)
+            .body(bytes.clone())
+            .send()
+            .await
+            .unwrap();
+        assert!(res.status().is_success());
+        let bundle = sign(&self.publisher, &bytes, "fraud", version, release, sample);
+        self.call(
+            "POST",
+            "/api/v1/models/fraud/versions",
+            json!({"version": version, "artifact": {"sha256": hex, "size": bytes.len()}, "bundles": [bundle]}),
+            201,
+        )
+        .await;
+    }
+
+    pub(crate) async fn upload_raw(&self, bytes: &[u8]) {
+        let res = self
+            .client
+            .put(format!(
+                "{}/api/v1/artifacts/sha256/{}",
+                self.base,
+                hex_sha(bytes)
+            ))
+            .bearer_auth(&self.admin)
+            .body(bytes.to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert!(res.status().is_success());
+    }
+
+    pub(crate) async fn deploy(&self, version: &str) {
+        let res = self
+            .client
+            .put(format!("{}/api/v1/deployments", self.base))
+            .bearer_auth(&self.admin)
+            .json(&json!({"model": "fraud", "version": version, "selector": "site=a"}))
+            .send()
+            .await
+            .unwrap();
+        assert!(res.status().is_success());
+    }
+
+    pub(crate) async fn agent(&self, dir: &std::path::Path, sink: Arc<dyn ModelSink>) -> Updater {
+        let token = self.enrollment_token().await;
+        let trust = self.trust_root().await;
+        let state = StateDir::open(dir).unwrap();
+        let request = EnrollRequest {
+            enrollment_token: String::new(),
+            device_public_key: String::new(),
+            name: Some("test-device".into()),
+            labels: BTreeMap::new(),
+            hardware: Default::default(),
+            agent_version: "test".into(),
+        };
+        let identity = ensure_enrolled(&state, &self.base, Some(&token), request, None)
+            .await
+            .unwrap();
+        let client = ServerClient::new(&self.base, Some(identity.credential.clone())).unwrap();
+        Updater::new(
+            state,
+            client,
+            identity,
+            Trust::new(trust).unwrap(),
+            sink,
+            Arc::new(|| None),
+            system_clock(),
+            DownloadLimits::default(),
+        )
+        .unwrap()
+    }
+
+    /// A one-use enrollment token whose devices get `site=a` (what [`Fleet::deploy`] targets).
+    pub(crate) async fn enrollment_token(&self) -> String {
+        self.call(
+            "POST",
+            "/api/v1/enrollment-tokens",
+            json!({"name": "t", "labels": {"site": "a"}}),
+            201,
+        )
+        .await["token"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    /// The trust root agents are provisioned with.
+    pub(crate) async fn trust_root(&self) -> flotilla_protocol::registry::TrustRoot {
+        serde_json::from_value(
+            self.call("GET", "/api/v1/trust-root", Value::Null, 200)
+                .await,
+        )
+        .unwrap()
+    }
+
+    /// The server's desired-state key, as a compromised server (or a test) would use it.
+    pub(crate) async fn server_key(&self) -> SigningKey {
+        let pem = self
+            .app_store
+            .get_setting("desired_state_signing_key")
+            .await
+            .unwrap()
+            .unwrap();
+        SigningKey::from_pkcs8_pem(&pem).unwrap()
+    }
+}
