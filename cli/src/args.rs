@@ -3,10 +3,14 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use flotilla_protocol::tokens::{Role, UnknownRole};
 
-/// Flotilla fleet model management: sign and publish models, manage keys, trust and tokens.
+use crate::labels::{Label, LabelChange, Selector};
+use crate::signing;
+
+/// Flotilla fleet model management: sign and publish models, manage keys, trust and tokens,
+/// enroll devices and deploy models to them.
 ///
 /// Exit codes: 0 ok; 1 the server refused (4xx) or verification failed; 2 usage or
 /// configuration error; 3 the server cannot be reached or failed (5xx).
@@ -85,6 +89,17 @@ pub enum Command {
     Tokens(TokensCommand),
     /// Show which token the CLI presents and its role.
     Whoami,
+    /// Create, list and revoke enrollment tokens for devices (operator).
+    #[command(subcommand)]
+    EnrollTokens(EnrollTokensCommand),
+    /// List, show, label, approve, revoke and delete devices.
+    #[command(subcommand)]
+    Devices(DevicesCommand),
+    /// Set which version of a model the devices matching a selector run (operator).
+    Deploy(DeployArgs),
+    /// List and remove deployments.
+    #[command(subcommand)]
+    Deployments(DeploymentsCommand),
 }
 
 /// `flotilla keygen`.
@@ -277,6 +292,183 @@ fn parse_role(s: &str) -> Result<Role, UnknownRole> {
     s.parse()
 }
 
+/// `flotilla enroll-tokens ...`.
+#[derive(Debug, Subcommand)]
+pub enum EnrollTokensCommand {
+    /// Create an enrollment token; its secret (`fle_...`) is shown this once.
+    Create {
+        /// What it is for, e.g. "plant-7 gateways".
+        #[arg(long, default_value = "enrollment")]
+        name: String,
+        /// A label every device enrolling with it gets, winning over the device's own
+        /// (repeat for several).
+        #[arg(long = "label", value_parser = Label::parse, value_name = "KEY=VALUE")]
+        labels: Vec<Label>,
+        /// How long it can be used, e.g. 1d, 12h, 3600s (at most a year).
+        #[arg(long, value_parser = parse_lifetime, default_value = "1d", value_name = "DURATION")]
+        expires_in: Duration,
+        /// How many devices may enroll with it.
+        #[arg(
+            long,
+            default_value_t = 1,
+            value_parser = clap::value_parser!(u32).range(1..),
+            value_name = "N"
+        )]
+        max_uses: u32,
+        /// Devices enrolled with it wait as `pending` until an operator approves them.
+        #[arg(long)]
+        require_approval: bool,
+    },
+    /// List enrollment tokens (never their secrets).
+    #[command(alias = "list")]
+    Ls,
+    /// Revoke an enrollment token: no device can enroll with it any more. Devices already
+    /// enrolled with it are not affected.
+    Revoke {
+        /// Enrollment token id (see `flotilla enroll-tokens ls`).
+        id: String,
+    },
+}
+
+/// A device status, for filtering.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DeviceStatus {
+    /// Enrolled and receiving its desired state.
+    Active,
+    /// Enrolled, waiting for an operator's approval.
+    Pending,
+    /// Its credential no longer works.
+    Revoked,
+}
+
+impl DeviceStatus {
+    /// As the API names it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeviceStatus::Active => "active",
+            DeviceStatus::Pending => "pending",
+            DeviceStatus::Revoked => "revoked",
+        }
+    }
+}
+
+/// `flotilla devices ...`.
+#[derive(Debug, Subcommand)]
+pub enum DevicesCommand {
+    /// List devices: status, labels, last contact and the versions they run.
+    #[command(alias = "list")]
+    Ls {
+        /// Only devices whose labels match all of these terms.
+        #[arg(long, value_parser = Selector::parse, value_name = "KEY=VALUE,...")]
+        selector: Option<Selector>,
+        /// Only devices with this status.
+        #[arg(long, value_enum)]
+        status: Option<DeviceStatus>,
+    },
+    /// Show a device: labels, hardware, what it should run and how its slots are doing.
+    Show {
+        /// Device id (see `flotilla devices ls`).
+        id: String,
+    },
+    /// Set (KEY=VALUE) or remove (KEY-) labels of a device; its desired state follows at once.
+    ///
+    /// Without --replace the other labels are kept: the CLI reads the device's labels, applies
+    /// the changes and writes the result back (the API replaces all labels at once).
+    Label {
+        /// Device id.
+        id: String,
+        /// Changes: KEY=VALUE sets a label, KEY- removes one.
+        #[arg(
+            value_parser = LabelChange::parse,
+            value_name = "KEY=VALUE|KEY-",
+            required_unless_present = "replace"
+        )]
+        changes: Vec<LabelChange>,
+        /// Make the given labels the device's only labels (none given: remove all).
+        #[arg(long)]
+        replace: bool,
+    },
+    /// Approve a pending device.
+    Approve {
+        /// Device id.
+        id: String,
+    },
+    /// Revoke a device: its credential stops working on its next request.
+    Revoke {
+        /// Device id.
+        id: String,
+    },
+    /// Delete a device and its report history. To re-admit it, it must enroll again.
+    #[command(alias = "delete")]
+    Rm {
+        /// Device id.
+        id: String,
+    },
+}
+
+/// `flotilla deploy`.
+#[derive(Debug, Args)]
+pub struct DeployArgs {
+    /// What to run, e.g. fraud@1.2.0.
+    #[arg(value_parser = ModelVersion::parse, value_name = "MODEL@VERSION")]
+    pub target: ModelVersion,
+    /// Which devices: labels they must all match, e.g. site=plant-7,class=edge
+    /// [default: every device].
+    #[arg(long, value_parser = Selector::parse, value_name = "KEY=VALUE,...")]
+    pub selector: Option<Selector>,
+}
+
+/// `flotilla deployments ...`.
+#[derive(Debug, Subcommand)]
+pub enum DeploymentsCommand {
+    /// List deployments and how many devices each selects.
+    #[command(alias = "list")]
+    Ls,
+    /// Remove a deployment: its devices stop being told to run that model (unless another
+    /// deployment of the model selects them).
+    #[command(alias = "delete")]
+    Rm {
+        /// Deployment id (see `flotilla deployments ls`).
+        id: String,
+    },
+}
+
+/// `MODEL@VERSION`, each part checked as `push` checks it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelVersion {
+    /// Model name.
+    pub model: String,
+    /// Semantic version.
+    pub version: String,
+}
+
+impl ModelVersion {
+    /// Parses `fraud@1.2.0`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let (model, version) = text
+            .split_once('@')
+            .ok_or_else(|| format!("`{text}` is not MODEL@VERSION (like fraud@1.2.0)"))?;
+        signing::check_model_name(model).map_err(|e| e.to_string())?;
+        signing::check_version(version).map_err(|e| e.to_string())?;
+        Ok(ModelVersion {
+            model: model.to_owned(),
+            version: version.to_owned(),
+        })
+    }
+}
+
+/// A lifetime such as `1d`, `12h` or `3600s`: whole seconds, at least one, since the API
+/// counts seconds (`500ms` would silently become 0).
+fn parse_lifetime(text: &str) -> Result<Duration, String> {
+    let duration = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    if duration.as_secs() == 0 || duration.subsec_nanos() != 0 {
+        return Err(
+            "give a whole number of seconds, at least one (like 3600s, 12h, 1d)".to_owned(),
+        );
+    }
+    Ok(duration)
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -354,5 +546,123 @@ mod tests {
         ])
         .is_err());
         assert!(Cli::try_parse_from(["flotilla", "trust", "threshold", "0"]).is_err());
+    }
+
+    #[test]
+    fn model_at_version_is_checked_before_sending() {
+        let mv = ModelVersion::parse("fraud@1.2.0-rc.1").unwrap();
+        assert_eq!(
+            (mv.model.as_str(), mv.version.as_str()),
+            ("fraud", "1.2.0-rc.1")
+        );
+        for bad in [
+            "fraud",
+            "fraud@",
+            "@1.0.0",
+            "Fraud@1.0.0",
+            "fraud@1.0",
+            "fraud@latest",
+        ] {
+            assert!(ModelVersion::parse(bad).is_err(), "{bad}");
+        }
+        assert!(ModelVersion::parse("fraud")
+            .unwrap_err()
+            .contains("MODEL@VERSION"));
+        // clap refuses it with its usage error, exit 2.
+        let err = Cli::try_parse_from(["flotilla", "deploy", "fraud"]).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        let Command::Deploy(deploy) =
+            Cli::try_parse_from(["flotilla", "deploy", "fraud@1.0.0", "--selector", "site=a"])
+                .unwrap()
+                .command
+        else {
+            unreachable!()
+        };
+        assert_eq!(deploy.target.model, "fraud");
+        assert_eq!(deploy.selector.unwrap().to_string(), "site=a");
+    }
+
+    #[test]
+    fn lifetimes_are_whole_seconds() {
+        assert_eq!(parse_lifetime("1d"), Ok(Duration::from_secs(86_400)));
+        assert_eq!(parse_lifetime("3600s"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_lifetime("90min"), Ok(Duration::from_secs(5400)));
+        for bad in ["0s", "500ms", "1500ms", "3600", "soon", ""] {
+            assert!(parse_lifetime(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn enrollment_tokens_default_to_one_use_for_a_day() {
+        let cli = Cli::try_parse_from([
+            "flotilla",
+            "enroll-tokens",
+            "create",
+            "--label",
+            "site=plant-7",
+            "--label",
+            "class=edge",
+        ])
+        .unwrap();
+        let Command::EnrollTokens(EnrollTokensCommand::Create {
+            name,
+            labels,
+            expires_in,
+            max_uses,
+            require_approval,
+        }) = cli.command
+        else {
+            unreachable!()
+        };
+        assert_eq!(name, "enrollment");
+        assert_eq!(labels.len(), 2);
+        assert_eq!(expires_in, Duration::from_secs(86_400));
+        assert_eq!(max_uses, 1);
+        assert!(!require_approval);
+        for bad in [
+            &["--label", "site"][..],
+            &["--max-uses", "0"],
+            &["--expires-in", "0s"],
+        ] {
+            let args = [&["flotilla", "enroll-tokens", "create"][..], bad].concat();
+            assert_eq!(Cli::try_parse_from(args).unwrap_err().exit_code(), 2);
+        }
+    }
+
+    #[test]
+    fn device_commands_parse_labels_selectors_and_statuses() {
+        let cli = Cli::try_parse_from([
+            "flotilla",
+            "devices",
+            "ls",
+            "--selector",
+            "site=plant-7,class=edge",
+            "--status",
+            "pending",
+        ])
+        .unwrap();
+        let Command::Devices(DevicesCommand::Ls { selector, status }) = cli.command else {
+            unreachable!()
+        };
+        assert_eq!(selector.unwrap().to_string(), "class=edge,site=plant-7");
+        assert_eq!(status, Some(DeviceStatus::Pending));
+        assert!(Cli::try_parse_from(["flotilla", "devices", "ls", "--status", "gone"]).is_err());
+        assert!(Cli::try_parse_from(["flotilla", "devices", "ls", "--selector", "site"]).is_err());
+
+        let cli =
+            Cli::try_parse_from(["flotilla", "devices", "label", "d1", "tier=canary", "site-"])
+                .unwrap();
+        let Command::Devices(DevicesCommand::Label {
+            changes, replace, ..
+        }) = cli.command
+        else {
+            unreachable!()
+        };
+        assert_eq!(changes[1], LabelChange::Remove("site".into()));
+        assert!(!replace);
+        // Changes are required, unless all labels are being replaced (by none).
+        assert!(Cli::try_parse_from(["flotilla", "devices", "label", "d1"]).is_err());
+        assert!(Cli::try_parse_from(["flotilla", "devices", "label", "d1", "--replace"]).is_ok());
+        assert!(Cli::try_parse_from(["flotilla", "devices", "label", "d1", "tier"]).is_err());
     }
 }

@@ -7,6 +7,11 @@
 
 use std::time::Duration;
 
+use flotilla_protocol::devices::{
+    CreateEnrollmentTokenRequest, CreatedEnrollmentToken, DeployRequest, DeploymentInfo,
+    DeploymentList, DeviceInfo, DeviceList, EnrollmentTokenInfo, EnrollmentTokenList,
+    SetLabelsRequest,
+};
 use flotilla_protocol::registry::{
     ArtifactStored, CreateModelRequest, CreateVersionRequest, ModelInfo, ModelList,
     ModelVersionInfo, PublisherKeyInfo, PublisherKeyList, RegisterKeyRequest, SetThresholdRequest,
@@ -30,6 +35,15 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bound on a whole API call, except artifact uploads.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
+// The fleet routes are not (yet) constants of `flotilla_protocol::routes`, where they belong;
+// they are named once here so moving them there is a one-line change each.
+/// Enrollment tokens (operator, admin).
+const ENROLLMENT_TOKENS: &str = "/api/v1/enrollment-tokens";
+/// Devices.
+const DEVICES: &str = "/api/v1/devices";
+/// Deployments.
+const DEPLOYMENTS: &str = "/api/v1/deployments";
+
 /// A typed answer together with the JSON the server sent (printed as is by `--json`, so fields
 /// this version of the CLI does not know are not lost).
 #[derive(Debug, Clone)]
@@ -38,6 +52,8 @@ pub struct Fetched<T> {
     pub value: T,
     /// The answer as the server sent it.
     pub json: Value,
+    /// The success status (`201 Created` tells a new resource from an updated one).
+    pub status: StatusCode,
 }
 
 /// A client of one server, presenting one token.
@@ -189,6 +205,98 @@ impl Client {
         )
     }
 
+    // ---- enrollment tokens, devices, deployments ----
+
+    /// `POST /api/v1/enrollment-tokens`.
+    pub fn create_enrollment_token(
+        &self,
+        body: &CreateEnrollmentTokenRequest,
+    ) -> Result<Fetched<CreatedEnrollmentToken>, CliError> {
+        self.call(
+            self.request(Method::POST, ENROLLMENT_TOKENS, &[])
+                .json(body),
+        )
+    }
+
+    /// `GET /api/v1/enrollment-tokens`.
+    pub fn list_enrollment_tokens(&self) -> Result<Fetched<EnrollmentTokenList>, CliError> {
+        self.call(self.request(Method::GET, ENROLLMENT_TOKENS, &[]))
+    }
+
+    /// `DELETE /api/v1/enrollment-tokens/{id}`.
+    pub fn revoke_enrollment_token(
+        &self,
+        id: &str,
+    ) -> Result<Fetched<EnrollmentTokenInfo>, CliError> {
+        self.call(self.request(Method::DELETE, ENROLLMENT_TOKENS, &[id]))
+    }
+
+    /// `GET /api/v1/devices?selector=...&status=...`.
+    pub fn list_devices(
+        &self,
+        selector: Option<&str>,
+        status: Option<&str>,
+    ) -> Result<Fetched<DeviceList>, CliError> {
+        let mut query = Vec::new();
+        if let Some(selector) = selector {
+            query.push(("selector", selector));
+        }
+        if let Some(status) = status {
+            query.push(("status", status));
+        }
+        self.call(self.request(Method::GET, DEVICES, &[]).query(&query))
+    }
+
+    /// `GET /api/v1/devices/{id}`.
+    pub fn device(&self, id: &str) -> Result<Fetched<DeviceInfo>, CliError> {
+        self.call(self.request(Method::GET, DEVICES, &[id]))
+    }
+
+    /// `PUT /api/v1/devices/{id}/labels`: replaces all of the device's labels.
+    pub fn set_device_labels(
+        &self,
+        id: &str,
+        body: &SetLabelsRequest,
+    ) -> Result<Fetched<DeviceInfo>, CliError> {
+        self.call(
+            self.request(Method::PUT, DEVICES, &[id, "labels"])
+                .json(body),
+        )
+    }
+
+    /// `POST /api/v1/devices/{id}/approve`.
+    pub fn approve_device(&self, id: &str) -> Result<Fetched<DeviceInfo>, CliError> {
+        self.call(self.request(Method::POST, DEVICES, &[id, "approve"]))
+    }
+
+    /// `POST /api/v1/devices/{id}/revoke`.
+    pub fn revoke_device(&self, id: &str) -> Result<Fetched<DeviceInfo>, CliError> {
+        self.call(self.request(Method::POST, DEVICES, &[id, "revoke"]))
+    }
+
+    /// `DELETE /api/v1/devices/{id}` (204, no body).
+    pub fn delete_device(&self, id: &str) -> Result<(), CliError> {
+        self.call::<Value>(self.request(Method::DELETE, DEVICES, &[id]))
+            .map(drop)
+    }
+
+    /// `PUT /api/v1/deployments`: `201 Created` for a new deployment, `200` when the same
+    /// model and selector had one (its version is replaced).
+    pub fn deploy(&self, body: &DeployRequest) -> Result<Fetched<DeploymentInfo>, CliError> {
+        self.call(self.request(Method::PUT, DEPLOYMENTS, &[]).json(body))
+    }
+
+    /// `GET /api/v1/deployments`.
+    pub fn list_deployments(&self) -> Result<Fetched<DeploymentList>, CliError> {
+        self.call(self.request(Method::GET, DEPLOYMENTS, &[]))
+    }
+
+    /// `DELETE /api/v1/deployments/{id}` (204, no body).
+    pub fn delete_deployment(&self, id: &str) -> Result<(), CliError> {
+        self.call::<Value>(self.request(Method::DELETE, DEPLOYMENTS, &[id]))
+            .map(drop)
+    }
+
     // ---- artifacts ----
 
     /// `HEAD /api/v1/artifacts/sha256/{hex}`: whether the server already stores it.
@@ -276,7 +384,11 @@ impl Client {
         };
         let value = T::deserialize(&json)
             .map_err(|e| CliError::BadResponse(format!("{status} with an unexpected body: {e}")))?;
-        Ok(Fetched { value, json })
+        Ok(Fetched {
+            value,
+            json,
+            status,
+        })
     }
 }
 
@@ -387,6 +499,14 @@ mod tests {
         assert_eq!(
             c.url(routes::ARTIFACTS_SHA256, &["ab"]).as_str(),
             format!("http://h:1{}", routes::artifact("ab"))
+        );
+        assert_eq!(
+            c.url(DEVICES, &["3b1c", "labels"]).as_str(),
+            "http://h:1/api/v1/devices/3b1c/labels"
+        );
+        assert_eq!(
+            c.url(ENROLLMENT_TOKENS, &["../tokens"]).as_str(),
+            "http://h:1/api/v1/enrollment-tokens/..%2Ftokens"
         );
     }
 

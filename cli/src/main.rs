@@ -7,6 +7,7 @@ mod commands;
 mod config;
 mod error;
 mod files;
+mod labels;
 mod output;
 mod signing;
 

@@ -6,7 +6,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use flotilla_e2e::{free_port, fresh_binary, Proc};
-use serde_json::Value;
+use flotilla_protocol::signing::SigningKey;
+use serde_json::{json, Value};
 
 const START: Duration = Duration::from_secs(60);
 const ADMIN: &str = "e2e-cli-bootstrap-admin-0123456789";
@@ -553,4 +554,427 @@ fn local_mistakes_exit_2_before_anything_is_sent() {
         "push fraud-1.0.0.onnx --name fraud --version 1.0.0 --sig fraud-1.0.0.onnx.sig --release 3",
     )
     .fails(2, "usage");
+}
+
+/// A device enrolled over HTTP, as the agent enrolls.
+struct Device {
+    id: String,
+    credential: String,
+    status: String,
+}
+
+/// The key as `POST /api/v1/enroll` takes it: standard base64 of the 32 raw bytes. An ed25519
+/// SPKI is a fixed 12-byte header followed by those bytes, and 12 bytes are exactly 16 base64
+/// characters, so the raw key's base64 is the PEM body after the header's.
+fn enroll_public_key(key: &SigningKey) -> String {
+    let pem = key.public_key().to_pem();
+    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    body.strip_prefix("MCowBQYDK2VwAyEA")
+        .expect("an ed25519 SPKI")
+        .to_owned()
+}
+
+fn try_enroll(url: &str, token: &str, name: &str, labels: Value) -> reqwest::blocking::Response {
+    let key = SigningKey::generate(&mut rand::rngs::OsRng);
+    reqwest::blocking::Client::new()
+        .post(format!("{url}/api/v1/enroll"))
+        .json(&json!({
+            "enrollment_token": token,
+            "device_public_key": enroll_public_key(&key),
+            "name": name,
+            "labels": labels,
+            "hardware": {"arch": "aarch64", "os": "linux", "cpu_cores": 4, "memory_mib": 4096},
+            "agent_version": "e2e",
+        }))
+        .send()
+        .unwrap()
+}
+
+fn enroll(url: &str, token: &str, name: &str, labels: Value) -> Device {
+    let res = try_enroll(url, token, name, labels);
+    assert_eq!(res.status(), 201);
+    let v: Value = res.json().unwrap();
+    Device {
+        id: v["device_id"].as_str().unwrap().to_owned(),
+        credential: v["credential"].as_str().unwrap().to_owned(),
+        status: v["status"].as_str().unwrap().to_owned(),
+    }
+}
+
+impl Device {
+    /// Fetches the desired state as the agent does; returns the status and the sequence (ETag).
+    fn poll(&self, url: &str) -> (u16, Option<u64>) {
+        let res = reqwest::blocking::Client::new()
+            .get(format!("{url}/api/v1/agent/desired-state?wait=0"))
+            .bearer_auth(&self.credential)
+            .send()
+            .unwrap();
+        let sequence = res
+            .headers()
+            .get("etag")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim_matches('"').parse().ok());
+        (res.status().as_u16(), sequence)
+    }
+
+    /// Reports `applied_sequence` applied, fraud `version` serving and a minute of health.
+    fn report(&self, url: &str, applied_sequence: u64, version: &str) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let res = reqwest::blocking::Client::new()
+            .post(format!("{url}/api/v1/agent/report"))
+            .bearer_auth(&self.credential)
+            .json(&json!({
+                "report_seq": 1,
+                "created_at": now,
+                "applied_sequence": applied_sequence,
+                "slots": [{"model": "fraud", "version": version, "state": "active"}],
+                "health": {
+                    "start": now - 60,
+                    "end": now,
+                    "models": [{"model": "fraud", "version": version, "inference_count": 1200,
+                                "error_count": 3,
+                                "latency_ms": {"p50": 1.5, "p95": 4.0, "p99": 9.0}}],
+                    "memory_rss_bytes": 44_040_192u64,
+                },
+            }))
+            .send()
+            .unwrap();
+        assert_eq!(res.status(), 200);
+    }
+}
+
+#[test]
+fn fleet_flow_from_enrollment_token_to_deleted_device() {
+    let server = start_server();
+    let url = server.url.as_str();
+    let op = Operator::new(url, Some(ADMIN));
+    op.register_new_key("ml-team");
+    op.cli("push fraud-1.0.0.onnx --name fraud --version 1.0.0 --key ml-team.key")
+        .ok();
+
+    // An enrollment token: the secret once, on a line of its own, and how the agent takes it.
+    let created = op
+        .run(&[
+            "enroll-tokens",
+            "create",
+            "--name",
+            "plant-7 gateways",
+            "--label",
+            "site=plant-7",
+            "--max-uses",
+            "2",
+            "--expires-in",
+            "3600s",
+            "--require-approval",
+        ])
+        .ok();
+    let secret = created
+        .stdout
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("fle_"))
+        .unwrap_or_else(|| panic!("no secret line: {created:#?}"))
+        .to_owned();
+    assert!(
+        created.stdout.contains(&format!(
+            "flotilla-agent --server URL --trust-root trust-root.json --enroll-token {secret}"
+        )),
+        "{created:#?}"
+    );
+    assert!(
+        created
+            .stdout
+            .contains("2 devices, which wait for approval"),
+        "{created:#?}"
+    );
+    let tokens = op.cli("enroll-tokens ls --json").ok().json();
+    let token = tokens["tokens"][0].clone();
+    assert_eq!(token["name"], "plant-7 gateways", "{tokens}");
+    assert_eq!(token["labels"], json!({"site": "plant-7"}));
+    assert_eq!(token["max_uses"], 2);
+    assert_eq!(token["require_approval"], true);
+    assert!(token.get("token").is_none(), "secrets are never listed");
+    let token_id = token["id"].as_str().unwrap().to_owned();
+
+    // A device enrolls over HTTP; the token's labels win over the ones it asks for.
+    let device = enroll(
+        url,
+        &secret,
+        "gw-17",
+        json!({"site": "spoofed", "class": "edge"}),
+    );
+    assert_eq!(device.status, "pending");
+    let id = device.id.as_str();
+    let listed = op.cli("enroll-tokens ls").ok();
+    let row = listed.stdout.lines().nth(1).unwrap_or_default();
+    for cell in [&token_id as &str, "site=plant-7", "1/2", "yes"] {
+        assert!(row.contains(cell), "{cell} missing in `{row}`");
+    }
+
+    let pending = op.cli("devices ls --status pending --json").ok().json();
+    assert_eq!(pending["devices"].as_array().unwrap().len(), 1, "{pending}");
+    assert_eq!(pending["devices"][0]["id"], id);
+    assert_eq!(
+        pending["devices"][0]["labels"],
+        json!({"class": "edge", "site": "plant-7"})
+    );
+    let none = op.cli("devices ls --status active").ok();
+    assert_eq!(none.stdout, "no devices\n", "{none:#?}");
+    let ls = op.cli("devices ls").ok();
+    let header = ls.stdout.lines().next().unwrap_or_default();
+    assert_eq!(
+        header.split_whitespace().collect::<Vec<_>>(),
+        ["ID", "NAME", "STATUS", "LABELS", "LAST", "SEEN", "RUNNING"],
+        "{ls:#?}"
+    );
+    let row = ls.stdout.lines().nth(1).unwrap_or_default();
+    for cell in [id, "gw-17", "pending", "class=edge,site=plant-7"] {
+        assert!(row.contains(cell), "{cell} missing in `{row}`");
+    }
+    assert!(row.ends_with(" -"), "nothing running yet: `{row}`");
+    assert_eq!(device.poll(url).0, 403, "a pending device gets no state");
+
+    let approved = op.cli(&format!("devices approve {id}")).ok();
+    assert_eq!(
+        approved.stdout,
+        format!("approved device gw-17 ({id}): active\n")
+    );
+
+    // Deploying prints what the deployment selects; again, it is an update.
+    let deployed = op.cli("deploy fraud@1.0.0 --selector site=plant-7").ok();
+    let first = deployed.stdout.lines().next().unwrap_or_default();
+    assert!(
+        first.starts_with("created deployment ")
+            && first.ends_with(": fraud 1.0.0 on site=plant-7"),
+        "{deployed:#?}"
+    );
+    assert!(
+        deployed.stdout.contains("selects 1 device:\n"),
+        "{deployed:#?}"
+    );
+    let selected = deployed.stdout.lines().last().unwrap_or_default();
+    assert_eq!(
+        selected.split_whitespace().collect::<Vec<_>>(),
+        [id, "gw-17", "active"],
+        "{deployed:#?}"
+    );
+    let again = op.cli("deploy fraud@1.0.0 --selector site=plant-7").ok();
+    assert!(
+        again.stdout.starts_with("updated deployment "),
+        "{again:#?}"
+    );
+    let nobody = op.cli("deploy fraud@1.0.0 --selector site=plant-9").ok();
+    assert!(
+        nobody.stdout.contains("selects no device yet"),
+        "{nobody:#?}"
+    );
+    let deployments = op.cli("deployments ls --json").ok().json();
+    let deployments = deployments["deployments"].as_array().unwrap().clone();
+    assert_eq!(deployments.len(), 2, "{deployments:?}");
+    let plant7 = deployments
+        .iter()
+        .find(|d| d["selector"] == "site=plant-7")
+        .unwrap();
+    assert_eq!(plant7["devices"], 1);
+    assert_eq!(plant7["version"], "1.0.0");
+    let plant7_id = plant7["id"].as_str().unwrap().to_owned();
+    let table = op.cli("deployments ls").ok();
+    let row = table
+        .stdout
+        .lines()
+        .find(|l| l.starts_with(&plant7_id))
+        .unwrap_or_else(|| panic!("no row for {plant7_id}: {table:#?}"));
+    assert_eq!(
+        row.split_whitespace().take(5).collect::<Vec<_>>(),
+        [plant7_id.as_str(), "fraud", "1.0.0", "site=plant-7", "1"]
+    );
+
+    // The device takes its state and reports; `show` puts it all together.
+    let (status, sequence) = device.poll(url);
+    assert_eq!(status, 200);
+    let sequence = sequence.unwrap();
+    device.report(url, sequence, "1.0.0");
+    let show = op.cli(&format!("devices show {id}")).ok();
+    for needle in [
+        "gw-17\n".to_owned(),
+        format!("  id:          {id}\n"),
+        "  status:      active\n".to_owned(),
+        "  labels:      class=edge,site=plant-7\n".to_owned(),
+        "  hardware:    aarch64, linux, 4 cores, 4.00 GiB\n".to_owned(),
+        "  agent:       e2e\n".to_owned(),
+        format!("  sequence:    desired {sequence}, applied {sequence}\n"),
+        "  should run:  fraud 1.0.0\n".to_owned(),
+        "MODEL  VERSION  STATE   SERVING  REASON\nfraud  1.0.0    active  1.0.0    -\n".to_owned(),
+        "(60s), memory 42.00 MiB\n".to_owned(),
+        "fraud  1.0.0    1200        3       1.5     4.0     9.0\n".to_owned(),
+    ] {
+        assert!(show.stdout.contains(&needle), "{needle}: {show:#?}");
+    }
+    let shown = op.cli(&format!("devices show {id} --json")).ok().json();
+    assert_eq!(shown["desired"], json!({"fraud": "1.0.0"}));
+    assert_eq!(shown["applied_sequence"], sequence);
+    assert_eq!(shown["health"]["models"][0]["inference_count"], 1200);
+    let ls = op.cli("devices ls --selector site=plant-7,class=edge").ok();
+    assert!(
+        ls.stdout
+            .lines()
+            .nth(1)
+            .unwrap_or_default()
+            .ends_with(" fraud@1.0.0"),
+        "{ls:#?}"
+    );
+    let elsewhere = op
+        .cli("devices ls --selector site=plant-9 --json")
+        .ok()
+        .json();
+    assert_eq!(elsewhere["devices"], json!([]));
+
+    // Labels: changes keep the other labels; the desired state follows them.
+    let labelled = op
+        .cli(&format!("devices label {id} tier=canary class-"))
+        .ok();
+    assert_eq!(
+        labelled.stdout,
+        format!("labels of gw-17 ({id}): site=plant-7,tier=canary\nshould run: fraud 1.0.0\n")
+    );
+    let moved = op
+        .cli(&format!("devices label {id} site=plant-9 --json"))
+        .ok()
+        .json();
+    assert_eq!(
+        moved["labels"],
+        json!({"site": "plant-9", "tier": "canary"})
+    );
+    assert_eq!(
+        moved["desired"],
+        json!({"fraud": "1.0.0"}),
+        "the plant-9 deployment"
+    );
+    let replaced = op
+        .cli(&format!("devices label {id} --replace site=plant-8"))
+        .ok();
+    assert_eq!(
+        replaced.stdout,
+        format!("labels of gw-17 ({id}): site=plant-8\nshould run: nothing (no deployment selects it)\n")
+    );
+    op.cli(&format!("devices label {id} --replace site-"))
+        .fails(2, "usage");
+    op.cli(&format!("devices label {id} a=1 a-"))
+        .fails(2, "usage");
+    let run = op.cli(&format!("devices label {id} tier"));
+    assert_eq!(run.code, Some(2), "{run:#?}");
+    let run = op.run(&["devices", "label", id, &format!("k={}", "v".repeat(300))]);
+    assert_eq!(run.code, Some(2), "{run:#?}");
+    op.cli(&format!("devices label {id} --replace site=plant-7"))
+        .ok();
+
+    // Removing the deployment: the device is told to run nothing.
+    let removed = op.cli(&format!("deployments rm {plant7_id}")).ok();
+    assert_eq!(removed.stdout, format!("removed deployment {plant7_id}\n"));
+    let shown = op.cli(&format!("devices show {id} --json")).ok().json();
+    assert_eq!(shown["desired"], json!({}));
+    op.cli(&format!("deployments rm {plant7_id}"))
+        .fails(1, "not_found");
+    let left = op.cli("deployments ls --json").ok().json();
+    assert_eq!(left["deployments"].as_array().unwrap().len(), 1);
+    assert_eq!(left["deployments"][0]["selector"], "site=plant-9");
+
+    // Revoking: the credential stops working, and a revoked device cannot be approved.
+    let revoked = op.cli(&format!("devices revoke {id}")).ok();
+    assert!(revoked.stdout.contains("no longer works"), "{revoked:#?}");
+    assert_eq!(device.poll(url).0, 401);
+    let refused = op
+        .cli(&format!("devices approve {id}"))
+        .fails(1, "conflict");
+    assert!(refused.stderr.contains("enroll it again"), "{refused:#?}");
+    let listed = op.cli("devices ls --status revoked --json").ok().json();
+    assert_eq!(listed["devices"][0]["id"], id);
+
+    let deleted = op.cli(&format!("devices rm {id} --json")).ok().json();
+    assert_eq!(deleted, json!({"id": id, "deleted": true}));
+    op.cli(&format!("devices show {id}")).fails(1, "not_found");
+    op.cli(&format!("devices rm {id}")).fails(1, "not_found");
+    op.cli("devices show not-an-id").fails(1, "invalid_path");
+    assert_eq!(op.cli("devices ls").ok().stdout, "no devices\n");
+
+    // A revoked enrollment token enrolls nobody, though it had a use left.
+    let revoked = op.cli(&format!("enroll-tokens revoke {token_id}")).ok();
+    assert_eq!(
+        revoked.stdout,
+        format!("revoked enrollment token {token_id} (plant-7 gateways)\n")
+    );
+    assert_eq!(try_enroll(url, &secret, "gw-18", json!({})).status(), 401);
+    let tokens = op.cli("enroll-tokens ls --json").ok().json();
+    assert!(tokens["tokens"][0]["revoked_at"].is_string(), "{tokens}");
+}
+
+#[test]
+fn fleet_commands_refuse_bad_input_locally_or_with_the_servers_code() {
+    let server = start_server();
+    let op = Operator::new(&server.url, Some(ADMIN));
+    op.register_new_key("ml-team");
+    op.cli("push fraud-1.0.0.onnx --name fraud --version 1.0.0 --key ml-team.key")
+        .ok();
+
+    // Local: no @version, a bad selector or label: clap's usage errors, exit 2.
+    for line in [
+        "deploy fraud",
+        "deploy fraud@latest",
+        "deploy Fraud@1.0.0",
+        "deploy fraud@1.0.0 --selector site",
+        "enroll-tokens create --label site",
+        "enroll-tokens create --expires-in 500ms",
+        "enroll-tokens create --max-uses 0",
+        "devices ls --status gone",
+    ] {
+        let run = op.cli(line);
+        assert_eq!(run.code, Some(2), "{line}: {run:#?}");
+        assert!(run.stdout.is_empty(), "{line}: {run:#?}");
+    }
+    let run = op.cli("deploy fraud");
+    assert!(run.stderr.contains("MODEL@VERSION"), "{run:#?}");
+    op.cli("enroll-tokens create --label a=1 --label a=2")
+        .fails(2, "usage");
+    assert_eq!(
+        op.cli("deployments ls").ok().stdout,
+        "no deployments\n",
+        "nothing was sent"
+    );
+    assert_eq!(
+        op.cli("enroll-tokens ls").ok().stdout,
+        "no enrollment tokens\n"
+    );
+
+    // The server: its code and message, exit 1.
+    let run = op.cli("deploy nosuch@1.0.0").fails(1, "not_found");
+    assert!(run.stderr.contains("model `nosuch` not found"), "{run:#?}");
+    op.cli("deploy fraud@9.9.9").fails(1, "not_found");
+    op.cli("models yank fraud 1.0.0").ok();
+    let run = op.cli("deploy fraud@1.0.0").fails(1, "conflict");
+    assert!(run.stderr.contains("yanked"), "{run:#?}");
+    op.cli("enroll-tokens create --expires-in 400d")
+        .fails(1, "invalid_argument");
+    op.cli("deployments rm not-an-id").fails(1, "invalid_path");
+    op.cli("enroll-tokens revoke 00000000-0000-0000-0000-000000000000")
+        .fails(1, "not_found");
+
+    // A viewer may look but not change the fleet.
+    let viewer = op
+        .cli("tokens create --name dashboard --role viewer --json")
+        .ok()
+        .json();
+    let viewer = viewer["token"].as_str().unwrap();
+    op.cli_as(viewer, "devices ls").ok();
+    op.cli_as(viewer, "deployments ls").ok();
+    op.cli_as(viewer, "enroll-tokens create")
+        .fails(1, "forbidden");
+    op.cli_as(viewer, "deploy fraud@1.0.0")
+        .fails(1, "forbidden");
+
+    // Unreachable: exit 3.
+    let dead = Operator::new(&dead_url(), Some(ADMIN));
+    dead.cli("devices ls").fails(3, "unreachable");
 }

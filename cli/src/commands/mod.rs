@@ -1,5 +1,8 @@
 //! One module per group of commands; each function runs one command and prints its result.
 
+mod deployments;
+mod devices;
+mod enroll_tokens;
 mod local;
 mod models;
 mod push;
@@ -93,5 +96,9 @@ pub fn run(ctx: &Context, command: Command) -> Result<(), CliError> {
         Command::Trust(cmd) => registry::trust(ctx, cmd),
         Command::Tokens(cmd) => tokens::run(ctx, cmd),
         Command::Whoami => tokens::whoami(ctx),
+        Command::EnrollTokens(cmd) => enroll_tokens::run(ctx, cmd),
+        Command::Devices(cmd) => devices::run(ctx, cmd),
+        Command::Deploy(args) => deployments::deploy(ctx, args),
+        Command::Deployments(cmd) => deployments::run(ctx, cmd),
     }
 }
