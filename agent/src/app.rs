@@ -54,6 +54,10 @@ fn health_source(api: LocalApi, clock: Clock) -> HealthSource {
                         p95: l.p95,
                         p99: l.p99,
                     }),
+                    // Filled in by the hybrid inference path.
+                    escalations: 0,
+                    escalation_fallbacks: 0,
+                    escalation_latency_ms: None,
                 })
                 .collect(),
             memory_rss_bytes: rss_bytes(),

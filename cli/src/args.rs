@@ -416,6 +416,19 @@ pub struct DeployArgs {
     /// [default: every device].
     #[arg(long, value_parser = Selector::parse, value_name = "KEY=VALUE,...")]
     pub selector: Option<Selector>,
+    /// Hybrid inference: send requests the device is unsure about to this server model
+    /// (MODEL, or MODEL@VERSION; without a version, the server's baseline of that model).
+    #[arg(long, value_name = "MODEL[@VERSION]", requires_all = ["confidence_output", "threshold"])]
+    pub escalate_to: Option<String>,
+    /// With --escalate-to: the output tensor whose largest value (per row) is the confidence.
+    #[arg(long, value_name = "OUTPUT", requires = "escalate_to")]
+    pub confidence_output: Option<String>,
+    /// With --escalate-to: escalate when the confidence is below this.
+    #[arg(long, value_name = "X", requires = "escalate_to")]
+    pub threshold: Option<f64>,
+    /// With --escalate-to: how long the device waits for the server before answering itself.
+    #[arg(long, value_name = "DURATION", default_value = "500ms", value_parser = parse_timeout)]
+    pub escalation_timeout: Duration,
 }
 
 /// `flotilla deployments ...`.
@@ -455,6 +468,15 @@ impl ModelVersion {
             version: version.to_owned(),
         })
     }
+}
+
+/// An escalation timeout such as `500ms` or `2s`: at least a millisecond, at most a minute.
+fn parse_timeout(text: &str) -> Result<Duration, String> {
+    let duration = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    if duration < Duration::from_millis(1) || duration > Duration::from_secs(60) {
+        return Err("give a timeout between 1ms and 60s (like 500ms)".to_owned());
+    }
+    Ok(duration)
 }
 
 /// A lifetime such as `1d`, `12h` or `3600s`: whole seconds, at least one, since the API

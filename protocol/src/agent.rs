@@ -107,7 +107,33 @@ pub struct ModelSlot {
     pub url: String,
     /// The publisher signature bundles, verbatim.
     pub bundles: Vec<String>,
+    /// Hybrid inference: when to ask the server instead of answering locally.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub escalation: Option<EscalationPolicy>,
 }
+
+/// Hybrid inference for one slot. The agent answers locally; a request with a row whose
+/// confidence (the largest value of `output` along its last dimension) is below `threshold` is
+/// sent to the server's `server_model`, and the server's answer is returned. If the server does
+/// not answer within `timeout_ms`, or is unreachable, the local answer is returned, marked so.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct EscalationPolicy {
+    /// Output tensor holding per-class scores or a confidence.
+    pub output: String,
+    /// Confidence below which a request escalates.
+    pub threshold: f64,
+    /// Model the server answers escalations with.
+    pub server_model: String,
+    /// Its version; the server's baseline for that model when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_version: Option<String>,
+    /// Longest wait for the server's answer, in milliseconds.
+    pub timeout_ms: u64,
+}
+
+impl Eq for EscalationPolicy {}
 
 /// What a device should run, as signed by the server.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -341,6 +367,15 @@ pub struct ModelHealth {
     pub error_count: u64,
     /// Latency.
     pub latency_ms: LatencyMs,
+    /// Requests sent to the server under the slot's escalation policy (hybrid inference).
+    #[serde(default)]
+    pub escalations: u64,
+    /// Of those, how many got no usable server answer and were answered locally.
+    #[serde(default)]
+    pub escalation_fallbacks: u64,
+    /// Round-trip time of escalations that the server answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub escalation_latency_ms: Option<LatencyMs>,
 }
 
 /// A health window.
@@ -405,6 +440,7 @@ mod tests {
                 size: 10,
                 url: "/api/v1/artifacts/sha256/aaaa".into(),
                 bundles: vec![],
+                escalation: None,
             }],
         }
     }

@@ -1,5 +1,6 @@
 //! Device management: enrollment tokens, devices and deployments.
 
+use crate::agent::EscalationPolicy;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -143,6 +144,9 @@ pub struct DeployRequest {
     /// Label selector, `key=value[,key=value...]`; empty selects every device.
     #[serde(default)]
     pub selector: String,
+    /// Hybrid inference: hard inputs go to a server model.
+    #[serde(default)]
+    pub escalation: Option<EscalationPolicy>,
 }
 
 /// A deployment.
@@ -163,6 +167,9 @@ pub struct DeploymentInfo {
     pub updated_at: String,
     /// Devices it currently selects (a more specific deployment of the same model wins).
     pub devices: u64,
+    /// Hybrid inference policy, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub escalation: Option<EscalationPolicy>,
 }
 
 /// Body of `GET /api/v1/deployments`.

@@ -691,6 +691,7 @@ mod tests {
             size: 1,
             url: String::new(),
             bundles: vec![],
+            escalation: None,
         }
     }
 

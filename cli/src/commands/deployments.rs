@@ -1,14 +1,16 @@
 //! `flotilla deploy MODEL@VERSION` and `flotilla deployments ls | rm`.
 
+use flotilla_protocol::agent::EscalationPolicy;
 use flotilla_protocol::devices::{DeployRequest, DeploymentInfo, DeviceInfo};
 use reqwest::StatusCode;
 use serde_json::json;
 
 use super::{emit, Context};
-use crate::args::{DeployArgs, DeploymentsCommand};
+use crate::args::{DeployArgs, DeploymentsCommand, ModelVersion};
 use crate::client::{pretty, Client};
 use crate::error::CliError;
 use crate::output::{short_time, Table};
+use crate::signing;
 
 /// At most this many selected devices are listed after a deploy; `devices ls` shows them all.
 const LISTED_DEVICES: usize = 20;
@@ -16,11 +18,13 @@ const LISTED_DEVICES: usize = 20;
 /// `flotilla deploy MODEL@VERSION [--selector ...]`.
 pub fn deploy(ctx: &Context, args: DeployArgs) -> Result<(), CliError> {
     let client = ctx.client()?;
+    let escalation = escalation(&args)?;
     let selector = args.selector.unwrap_or_default().to_string();
     let deployed = client.deploy(&DeployRequest {
         model: args.target.model,
         version: args.target.version,
         selector,
+        escalation,
     })?;
     if ctx.json {
         emit(pretty(&deployed.json));
@@ -40,6 +44,12 @@ pub fn deploy(ctx: &Context, args: DeployArgs) -> Result<(), CliError> {
         selector_text(&d.selector),
         selects_text(d.devices)
     );
+    if let Some(e) = &d.escalation {
+        out.insert_str(
+            out.find('\n').map_or(out.len(), |i| i + 1),
+            &format!("hybrid: {}\n", escalation_text(e)),
+        );
+    }
     if d.devices > 0 {
         // The deployment is in place whatever happens here: a failed listing is only noted.
         match selected_devices(&client, d) {
@@ -148,8 +158,51 @@ fn deployments_table(deployments: &[DeploymentInfo]) -> String {
     table.render()
 }
 
+/// `below 0.8 on probabilities → server fraud@1.1.0 (500 ms, else the device answers)`.
+fn escalation_text(e: &EscalationPolicy) -> String {
+    format!(
+        "below {} on {} -> server {}{} ({} ms, else the device answers)",
+        e.threshold,
+        e.output,
+        e.server_model,
+        e.server_version
+            .as_deref()
+            .map_or(" (baseline)".to_owned(), |v| format!("@{v}")),
+        e.timeout_ms
+    )
+}
+
+/// The escalation policy the deploy flags describe, checked before anything is sent.
+fn escalation(args: &DeployArgs) -> Result<Option<EscalationPolicy>, CliError> {
+    let Some(target) = &args.escalate_to else {
+        return Ok(None);
+    };
+    let (server_model, server_version) = match target.split_once('@') {
+        Some(_) => {
+            let t = ModelVersion::parse(target).map_err(CliError::usage)?;
+            (t.model, Some(t.version))
+        }
+        None => {
+            signing::check_model_name(target)?;
+            (target.clone(), None)
+        }
+    };
+    let threshold = args.threshold.unwrap_or(f64::NAN);
+    if !threshold.is_finite() {
+        return Err(CliError::usage("--threshold must be a finite number"));
+    }
+    Ok(Some(EscalationPolicy {
+        output: args.confidence_output.clone().unwrap_or_default(),
+        threshold,
+        server_model,
+        server_version,
+        timeout_ms: u64::try_from(args.escalation_timeout.as_millis()).unwrap_or(u64::MAX),
+    }))
+}
+
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::panic)]
     use super::*;
 
     fn deployment(selector: &str, devices: u64) -> DeploymentInfo {
@@ -161,7 +214,56 @@ mod tests {
             created_by: "ops".into(),
             updated_at: "2026-11-26T10:00:00Z".into(),
             devices,
+            escalation: None,
         }
+    }
+
+    #[test]
+    fn escalation_flags_become_a_policy_or_a_usage_error() {
+        use clap::Parser;
+        let parse = |line: &str| {
+            let args =
+                crate::args::Cli::try_parse_from(line.split_whitespace()).map_err(|e| e.kind())?;
+            match args.command {
+                crate::args::Command::Deploy(d) => Ok::<_, clap::error::ErrorKind>(d),
+                other => panic!("not a deploy: {other:?}"),
+            }
+        };
+        let d = parse("flotilla deploy fraud@1.0.0 --escalate-to fraud@1.1.0 --confidence-output probabilities --threshold 0.8").unwrap();
+        let e = escalation(&d).unwrap().unwrap();
+        assert_eq!(
+            (
+                e.server_model.as_str(),
+                e.server_version.as_deref(),
+                e.threshold,
+                e.timeout_ms
+            ),
+            ("fraud", Some("1.1.0"), 0.8, 500)
+        );
+        assert_eq!(
+            escalation_text(&e),
+            "below 0.8 on probabilities -> server fraud@1.1.0 (500 ms, else the device answers)"
+        );
+        let d = parse("flotilla deploy fraud@1.0.0 --escalate-to big --confidence-output p --threshold 0.5 --escalation-timeout 2s").unwrap();
+        let e = escalation(&d).unwrap().unwrap();
+        assert_eq!((e.server_version, e.timeout_ms), (None, 2000));
+        assert!(escalation(&parse("flotilla deploy fraud@1.0.0").unwrap())
+            .unwrap()
+            .is_none());
+        // Half a policy, a bad timeout or a bad target are refused before anything is sent.
+        assert!(parse("flotilla deploy fraud@1.0.0 --escalate-to big --threshold 0.5").is_err());
+        assert!(parse("flotilla deploy fraud@1.0.0 --threshold 0.5").is_err());
+        assert!(parse("flotilla deploy fraud@1.0.0 --escalate-to b --confidence-output p --threshold 0.5 --escalation-timeout 5m").is_err());
+        let d = parse(
+            "flotilla deploy fraud@1.0.0 --escalate-to Big@x --confidence-output p --threshold 0.5",
+        )
+        .unwrap();
+        assert!(escalation(&d).is_err());
+        let d = parse(
+            "flotilla deploy fraud@1.0.0 --escalate-to big --confidence-output p --threshold NaN",
+        )
+        .unwrap();
+        assert!(escalation(&d).is_err());
     }
 
     #[test]

@@ -2,7 +2,8 @@
 
 use chrono::{DateTime, Duration, Utc};
 use flotilla_protocol::agent::{
-    sign_desired_state, DesiredState, EnrollRequest, ModelSlot, SignedDesiredState,
+    sign_desired_state, DesiredState, EnrollRequest, EscalationPolicy, ModelSlot,
+    SignedDesiredState,
 };
 use flotilla_protocol::devices::CreateEnrollmentTokenRequest;
 use flotilla_protocol::signing::SigningKey;
@@ -198,9 +199,13 @@ pub async fn deploy(
     model: &str,
     version: &str,
     selector: &str,
+    escalation: Option<EscalationPolicy>,
     who: &str,
     now: DateTime<Utc>,
 ) -> Result<(DeploymentRecord, bool), DomainError> {
+    if let Some(e) = &escalation {
+        check_escalation(store, e).await?;
+    }
     let name = ModelName::parse(model)?;
     let m = store
         .get_model(name.as_str())
@@ -228,9 +233,54 @@ pub async fn deploy(
         created_by: who.to_owned(),
         created_at: now,
         updated_at: now,
+        escalation,
     };
     let created = store.upsert_deployment(&deployment).await?;
     Ok((deployment, created))
+}
+
+/// Longest escalation timeout accepted: past this a device would rather answer itself.
+const MAX_ESCALATION_TIMEOUT_MS: u64 = 60_000;
+
+/// An escalation policy must name an output, a finite threshold, a sane timeout and a server
+/// model version that exists and is not yanked (or a model with a baseline to fall back on).
+async fn check_escalation(store: &dyn Store, e: &EscalationPolicy) -> Result<(), DomainError> {
+    let invalid = |m: String| DomainError::invalid(ErrorCode::InvalidArgument, m);
+    if e.output.trim().is_empty() {
+        return Err(invalid(
+            "escalation.output must name the output tensor that holds the confidence".into(),
+        ));
+    }
+    if !e.threshold.is_finite() {
+        return Err(invalid(
+            "escalation.threshold must be a finite number".into(),
+        ));
+    }
+    if e.timeout_ms == 0 || e.timeout_ms > MAX_ESCALATION_TIMEOUT_MS {
+        return Err(invalid(format!(
+            "escalation.timeout_ms must be between 1 and {MAX_ESCALATION_TIMEOUT_MS}"
+        )));
+    }
+    let name = ModelName::parse(&e.server_model)?;
+    let model = store.get_model(name.as_str()).await?.ok_or_else(|| {
+        DomainError::not_found(format!("escalation.server_model `{name}` not found"))
+    })?;
+    if let Some(version) = &e.server_version {
+        let v = parse_version(version)?;
+        let record = store
+            .get_version(model.id, &v.to_string())
+            .await?
+            .ok_or_else(|| {
+                DomainError::not_found(format!("escalation target {name}@{v} not found"))
+            })?;
+        if record.yanked_at.is_some() {
+            return Err(DomainError::conflict(
+                ErrorCode::Conflict,
+                format!("escalation target {name}@{v} is yanked"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// For each model, the deployment that applies to a device with `labels`: the most specific
@@ -270,6 +320,7 @@ pub async fn desired_slots(
             sha256: v.artifact_sha256,
             size: v.artifact_size,
             bundles: v.bundles,
+            escalation: d.escalation.clone(),
         });
     }
     Ok(slots)

@@ -324,6 +324,7 @@ fn deployment_info(
         created_by: d.created_by.clone(),
         updated_at: rfc3339(d.updated_at),
         devices: count as u64,
+        escalation: d.escalation.clone(),
     }
 }
 
@@ -353,6 +354,7 @@ pub async fn deploy(
         &body.model,
         &body.version,
         &body.selector,
+        body.escalation.clone(),
         &principal.name,
         Utc::now(),
     )
@@ -360,7 +362,7 @@ pub async fn deploy(
     state.fleet_changed();
     audit_detail(
         &req,
-        json!({"model": d.model_name, "version": d.version, "selector": d.selector_text}),
+        json!({"model": d.model_name, "version": d.version, "selector": d.selector_text, "escalation": d.escalation}),
     );
     let all = state.store.list_deployments().await?;
     let devices = state.store.list_devices().await?;

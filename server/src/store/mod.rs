@@ -363,6 +363,8 @@ pub struct DeploymentRecord {
     pub created_at: DateTime<Utc>,
     /// Last change.
     pub updated_at: DateTime<Utc>,
+    /// Hybrid inference policy of the slot, if any.
+    pub escalation: Option<flotilla_protocol::agent::EscalationPolicy>,
 }
 
 /// Everything the server persists, behind one interface.

@@ -272,8 +272,8 @@ impl From<DeviceRow> for DeviceRecord {
 }
 
 pub(crate) const DEPLOYMENT_SELECT: &str = "SELECT d.id, d.model_id, m.name AS model_name, \
-     d.version, d.selector, d.selector_text, d.created_by, d.created_at, d.updated_at \
-     FROM deployments d JOIN models m ON m.id = d.model_id";
+     d.version, d.selector, d.selector_text, d.created_by, d.created_at, d.updated_at, \
+     d.escalation FROM deployments d JOIN models m ON m.id = d.model_id";
 
 #[derive(sqlx::FromRow)]
 pub(crate) struct DeploymentRow {
@@ -286,6 +286,7 @@ pub(crate) struct DeploymentRow {
     created_by: String,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
+    escalation: Option<Json<flotilla_protocol::agent::EscalationPolicy>>,
 }
 
 impl From<DeploymentRow> for DeploymentRecord {
@@ -300,6 +301,7 @@ impl From<DeploymentRow> for DeploymentRecord {
             created_by: r.created_by,
             created_at: r.created_at,
             updated_at: r.updated_at,
+            escalation: r.escalation.map(|j| j.0),
         }
     }
 }
@@ -946,7 +948,7 @@ macro_rules! shared_queries {
 
         pub(crate) async fn upsert_deployment(pool: &Pool, d: &DeploymentRecord) -> Result<bool, StoreError> {
             let updated = sqlx::query(
-                "UPDATE deployments SET version = $3, created_by = $4, updated_at = $5 \
+                "UPDATE deployments SET version = $3, created_by = $4, updated_at = $5, escalation = $6 \
                  WHERE model_id = $1 AND selector_text = $2",
             )
             .bind(d.model_id)
@@ -954,6 +956,7 @@ macro_rules! shared_queries {
             .bind(&d.version)
             .bind(&d.created_by)
             .bind(d.updated_at)
+            .bind(d.escalation.as_ref().map(Json))
             .execute(pool)
             .await
             .map_err(db_err("deployment"))?;
@@ -961,8 +964,8 @@ macro_rules! shared_queries {
                 return Ok(false);
             }
             sqlx::query(
-                "INSERT INTO deployments (id, model_id, version, selector, selector_text, created_by, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                "INSERT INTO deployments (id, model_id, version, selector, selector_text, created_by, created_at, updated_at, escalation) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
             )
             .bind(d.id)
             .bind(d.model_id)
@@ -972,6 +975,7 @@ macro_rules! shared_queries {
             .bind(&d.created_by)
             .bind(d.created_at)
             .bind(d.updated_at)
+            .bind(d.escalation.as_ref().map(Json))
             .execute(pool)
             .await
             .map(|_| true)

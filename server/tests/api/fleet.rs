@@ -582,3 +582,86 @@ async fn labels_selectors_and_yanked_versions() {
         .unwrap();
     assert_error(res, 403, "forbidden").await;
 }
+
+both_backends!(
+    escalation_policies_travel_in_the_signed_state,
+    escalation_policies_travel_in_the_signed_state_on
+);
+async fn escalation_policies_travel_in_the_signed_state_on(db: Db) {
+    let app = spawn_app(db).await;
+    app.with_fraud_versions().await;
+    let device = app.enroll(json!({"site": "plant-7"})).await;
+    let deploy = |escalation: Value| {
+        let app = &app;
+        async move {
+            app.client
+                .put(app.url("/api/v1/deployments"))
+                .bearer_auth(&app.admin_token)
+                .json(
+                    &json!({"model": "fraud", "version": "1.0.0", "selector": "site=plant-7",
+                              "escalation": escalation}),
+                )
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let policy = json!({"output": "probabilities", "threshold": 0.8, "server_model": "fraud",
+                        "server_version": "1.1.0", "timeout_ms": 500});
+    assert_eq!(deploy(policy.clone()).await.status(), 201);
+    let res = app.poll(&device, None, 0).await;
+    let state = verified(&device, &res.bytes().await.unwrap());
+    let slot = &state.slots[0];
+    assert_eq!(slot.version, "1.0.0");
+    assert_eq!(
+        serde_json::to_value(slot.escalation.as_ref().unwrap()).unwrap(),
+        policy
+    );
+    let listed: Value = app
+        .client
+        .get(app.url("/api/v1/deployments"))
+        .bearer_auth(&app.admin_token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["deployments"][0]["escalation"], policy);
+
+    // Each bad policy is refused with its code, and the stored one stays.
+    let bad = |patch: Value| {
+        let mut p = policy.clone();
+        for (k, v) in patch.as_object().unwrap() {
+            p[k] = v.clone();
+        }
+        p
+    };
+    for (patch, status, code) in [
+        (json!({"output": " "}), 400, "invalid_argument"),
+        (json!({"timeout_ms": 0}), 400, "invalid_argument"),
+        (json!({"timeout_ms": 600_000}), 400, "invalid_argument"),
+        (json!({"server_model": "nosuch"}), 404, "not_found"),
+        (json!({"server_version": "9.9.9"}), 404, "not_found"),
+        (json!({"server_version": "one"}), 400, "invalid_argument"),
+        (json!({"threshold": "high"}), 400, "invalid_json"),
+        (json!({"extra": 1}), 400, "invalid_json"),
+    ] {
+        let res = deploy(bad(patch.clone())).await;
+        assert_eq!(res.status().as_u16(), status, "{patch}");
+        let body: Value = res.json().await.unwrap();
+        assert_eq!(body["error"]["code"], code, "{patch}: {body}");
+    }
+    let res = app.poll(&device, None, 0).await;
+    let state = verified(&device, &res.bytes().await.unwrap());
+    assert_eq!(state.slots[0].escalation.as_ref().unwrap().threshold, 0.8);
+
+    // Deploying without a policy removes it.
+    assert_eq!(
+        app.deploy("fraud", "1.0.0", "site=plant-7").await.status(),
+        200
+    );
+    let res = app.poll(&device, None, 0).await;
+    let state = verified(&device, &res.bytes().await.unwrap());
+    assert!(state.slots[0].escalation.is_none());
+}
