@@ -9,6 +9,7 @@ pub mod audit;
 pub mod devices;
 pub mod error;
 pub mod health;
+pub mod placement;
 pub mod registry;
 pub mod routes;
 pub mod signing;

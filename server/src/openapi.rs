@@ -46,6 +46,7 @@ pub fn api_routes(cfg: &mut ServiceConfig) {
                 .service(devices::deploy)
                 .service(devices::list_deployments)
                 .service(devices::delete_deployment)
+                .service(devices::placement)
                 .service(agent::enroll)
                 .service(agent::desired_state)
                 .service(agent::report),

@@ -3,6 +3,7 @@
 
 pub mod fleet;
 pub mod names;
+pub mod placement;
 pub mod registry;
 
 use flotilla_protocol::ErrorCode;

@@ -7,12 +7,14 @@ use flotilla_protocol::devices::{
     DeploymentList, DeviceInfo, DeviceList, EnrollmentTokenInfo, EnrollmentTokenList,
     SetLabelsRequest,
 };
+use flotilla_protocol::placement::PlacementReport;
 use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
 
 use crate::auth::{audit_detail, Permission, Principal};
-use crate::domain::fleet;
+use crate::domain::names::ModelName;
+use crate::domain::{fleet, placement as placement_data, DomainError};
 use crate::error::ApiError;
 use crate::routes::rfc3339;
 use crate::startup::AppState;
@@ -416,4 +418,46 @@ pub async fn delete_deployment(
     state.fleet_changed();
     audit_detail(&req, json!({"deployment_id": id}));
     Ok(HttpResponse::NoContent().finish())
+}
+
+/// What to compare in the placement report.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct PlacementQuery {
+    /// Model name.
+    model: String,
+    /// `hardware` (default: architecture, cores and memory) or a label key such as `class`.
+    group_by: Option<String>,
+}
+
+/// How a model's versions behave per device class on the edge, and on the server (any role).
+#[utoipa::path(
+    tag = "devices",
+    params(PlacementQuery),
+    responses((status = 200, body = PlacementReport), (status = 400, body = flotilla_protocol::ApiErrorBody), (status = 404, body = flotilla_protocol::ApiErrorBody)),
+    security(("bearer" = []))
+)]
+#[get("/placement")]
+pub async fn placement(
+    principal: Principal,
+    state: web::Data<AppState>,
+    query: web::Query<PlacementQuery>,
+) -> Result<web::Json<PlacementReport>, ApiError> {
+    principal.require(Permission::Read)?;
+    let name = ModelName::parse(&query.model)?;
+    if state.store.get_model(name.as_str()).await?.is_none() {
+        return Err(DomainError::not_found(format!("model `{name}` not found")).into());
+    }
+    let group_by = query.group_by.as_deref().unwrap_or("hardware");
+    if group_by != "hardware" {
+        // Any label key, checked by the enrollment rules.
+        fleet::validate_labels(&[(group_by.to_owned(), String::new())].into())?;
+    }
+    let devices = state.store.list_devices().await?;
+    Ok(web::Json(PlacementReport {
+        model: name.to_string(),
+        group_by: group_by.to_owned(),
+        edge: placement_data::edge_rows(&devices, name.as_str(), group_by),
+        server: Vec::new(),
+    }))
 }

@@ -665,3 +665,80 @@ async fn escalation_policies_travel_in_the_signed_state_on(db: Db) {
     let state = verified(&device, &res.bytes().await.unwrap());
     assert!(state.slots[0].escalation.is_none());
 }
+
+#[tokio::test]
+async fn placement_compares_versions_per_device_class() {
+    let app = spawn_app(Db::Sqlite).await;
+    app.with_fraud_versions().await;
+    let report = |version: &str, n: u64, p95: f64, escalations: u64| {
+        json!({
+            "report_seq": 1, "created_at": now(), "applied_sequence": 1, "slots": [],
+            "health": {"start": now() - 60, "end": now(), "memory_rss_bytes": 20_000_000u64,
+                       "models": [{"model": "fraud", "version": version, "inference_count": n,
+                                   "error_count": 0, "escalations": escalations,
+                                   "escalation_fallbacks": 1,
+                                   "escalation_latency_ms": {"p50": 3.0, "p95": 6.0, "p99": 9.0},
+                                   "latency_ms": {"p50": p95 / 2.0, "p95": p95, "p99": p95}}]},
+        })
+    };
+    for (class, version, n, p95, esc) in [
+        ("pi", "1.0.0", 100, 4.0, 20),
+        ("pi", "1.0.0", 300, 8.0, 0),
+        ("jetson", "1.1.0", 50, 1.0, 5),
+    ] {
+        let d = app.enroll(json!({"class": class})).await;
+        let res = app
+            .client
+            .post(app.url("/api/v1/agent/report"))
+            .bearer_auth(&d.credential)
+            .json(&report(version, n, p95, esc))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+    }
+    let p = app
+        .get_json("/api/v1/placement?model=fraud&group_by=class")
+        .await;
+    assert_eq!(p["group_by"], "class");
+    let rows = p["edge"].as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{p}");
+    assert_eq!(
+        (rows[0]["version"].as_str(), rows[0]["class"].as_str()),
+        (Some("1.0.0"), Some("pi"))
+    );
+    assert_eq!(rows[0]["devices"], 2);
+    assert_eq!(rows[0]["inferences"], 400);
+    assert_eq!(rows[0]["latency_ms"]["p95"], 7.0); // (100·4 + 300·8) / 400
+    assert_eq!(rows[0]["escalation_rate"], 0.05);
+    assert_eq!(rows[1]["class"], "jetson");
+    assert_eq!(rows[1]["escalation_latency_ms"]["p95"], 6.0);
+    // Default grouping is the hardware profile.
+    let p = app.get_json("/api/v1/placement?model=fraud").await;
+    assert_eq!(p["group_by"], "hardware");
+
+    let res = app
+        .client
+        .get(app.url("/api/v1/placement?model=nosuch"))
+        .bearer_auth(&app.admin_token)
+        .send()
+        .await
+        .unwrap();
+    assert_error(res, 404, "not_found").await;
+    let res = app
+        .client
+        .get(app.url("/api/v1/placement?model=fraud&group_by=a%3Db"))
+        .bearer_auth(&app.admin_token)
+        .send()
+        .await
+        .unwrap();
+    assert_error(res, 400, "invalid_argument").await;
+    let res = app
+        .client
+        .get(app.url("/api/v1/placement"))
+        .bearer_auth(&app.admin_token)
+        .send()
+        .await
+        .unwrap();
+    assert_error(res, 400, "invalid_query").await;
+}
