@@ -6,5 +6,6 @@
 
 pub mod app;
 pub mod config;
+pub mod hybrid;
 pub mod inference;
 pub mod sync;

@@ -8,6 +8,7 @@ pub mod state_dir;
 pub mod trust;
 pub mod updater;
 
+use flotilla_protocol::agent::EscalationPolicy;
 use flotilla_runtime::Model;
 use std::sync::Arc;
 
@@ -18,4 +19,6 @@ pub trait ModelSink: Send + Sync {
     fn install(&self, name: &str, version: &str, model: Arc<Model>);
     /// Stops serving `name`.
     fn remove(&self, name: &str);
+    /// Sets (or clears) the hybrid-inference policy of `name`.
+    fn set_escalation(&self, _name: &str, _policy: Option<EscalationPolicy>) {}
 }

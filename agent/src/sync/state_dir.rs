@@ -12,6 +12,7 @@
 //!   reports/<seq>.json reports not yet delivered, sent in order
 //! ```
 
+use flotilla_protocol::agent::EscalationPolicy;
 use flotilla_protocol::signing::SampleTensor;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -47,6 +48,9 @@ pub struct Installed {
     /// The publisher-signed smoke-test input, run again whenever the model is loaded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sample_input: Option<Vec<SampleTensor>>,
+    /// The hybrid-inference policy of the last accepted desired state (restored offline).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub escalation: Option<EscalationPolicy>,
 }
 
 /// An update that failed, so the agent backs off instead of retrying in a loop.
@@ -271,6 +275,7 @@ mod tests {
                 size: 3,
                 release: None,
                 sample_input: None,
+                escalation: None,
             },
         );
         sd.save_state(&s).unwrap();

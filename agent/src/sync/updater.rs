@@ -122,6 +122,7 @@ impl Updater {
             match self.load_verified_file(&current).await {
                 Ok(model) => {
                     self.sink.install(&name, &current.version, model);
+                    self.sink.set_escalation(&name, current.escalation.clone());
                     self.set_status(&name, &current.version, SlotState::Active, None);
                 }
                 Err(e) => {
@@ -133,6 +134,7 @@ impl Updater {
                     match fallback {
                         Some((prev, model)) => {
                             self.sink.install(&name, &prev.version, model);
+                            self.sink.set_escalation(&name, prev.escalation.clone());
                             self.state.installed.insert(name.clone(), prev.clone());
                             self.state.previous.remove(&name);
                             self.set_status(
@@ -232,6 +234,12 @@ impl Updater {
             match self.update_slot(slot).await {
                 Ok(()) => {
                     self.state.failures.remove(&slot.model);
+                    // The policy may change without the model: it follows the desired state.
+                    if let Some(installed) = self.state.installed.get_mut(&slot.model) {
+                        installed.escalation = slot.escalation.clone();
+                    }
+                    self.sink
+                        .set_escalation(&slot.model, slot.escalation.clone());
                     self.set_status(&slot.model, &slot.version, SlotState::Active, None);
                 }
                 Err(f) => {
@@ -329,6 +337,7 @@ impl Updater {
             size: slot.size,
             release: facts.as_ref().and_then(|f| f.release),
             sample_input: facts.and_then(|f| f.sample_input),
+            escalation: slot.escalation.clone(),
         };
         // Only now, with verified bytes, is the model parsed.
         let model = self.load_verified_file(&installed).await?;
@@ -702,6 +711,7 @@ mod tests {
             size: 1,
             release,
             sample_input: None,
+            escalation: None,
         }
     }
 

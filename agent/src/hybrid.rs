@@ -1,0 +1,283 @@
+//! Hybrid inference: the device answers, and requests it is unsure about go to a server model.
+//!
+//! A request escalates when any row of the policy's output has a confidence (its largest value
+//! along the last dimension) below the threshold. The server's answer is returned, marked
+//! `flotilla_served_by: server`; when the server does not answer within the policy's timeout,
+//! or cannot be reached, or refuses, the local answer is returned, marked `edge_fallback`.
+//! Counts and round-trip latency are kept per model version for the health report.
+
+use flotilla_protocol::agent::{EscalationPolicy, LatencyMs};
+use flotilla_runtime::{Tensor, TensorData};
+use hdrhistogram::Histogram;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// `flotilla_served_by` of an answer the server gave.
+pub const SERVED_BY_SERVER: &str = "server";
+/// `flotilla_served_by` of a local answer given because the escalation failed.
+pub const SERVED_BY_EDGE_FALLBACK: &str = "edge_fallback";
+
+/// Whether the local outputs call for the server: some row of `policy.output` has its largest
+/// value below the threshold. An output that is missing or not floating point never escalates
+/// (the policy was validated against names, not against this model's types).
+pub fn needs_server(policy: &EscalationPolicy, outputs: &[Tensor]) -> bool {
+    let Some(out) = outputs.iter().find(|t| t.name == policy.output) else {
+        return false;
+    };
+    let values: Vec<f64> = match &out.data {
+        TensorData::F32(v) => v.iter().map(|&x| f64::from(x)).collect(),
+        TensorData::F64(v) => v.clone(),
+        _ => return false,
+    };
+    let row = if out.shape.len() >= 2 {
+        out.shape.last().copied().unwrap_or(1).max(1)
+    } else {
+        1
+    };
+    values.chunks(row).any(|r| {
+        let best = r.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        // NaN confidence is the least confident of all.
+        best.is_nan() || best < policy.threshold
+    })
+}
+
+/// Why an escalation produced no usable answer.
+#[derive(Debug, thiserror::Error)]
+pub enum EscalationError {
+    /// No answer within the policy's timeout.
+    #[error("the server did not answer within {0} ms")]
+    Timeout(u64),
+    /// Connection failed.
+    #[error("the server is unreachable: {0}")]
+    Unreachable(String),
+    /// The server answered with an error.
+    #[error("the server refused: {0}")]
+    Refused(String),
+}
+
+/// Sends escalations to the server with the device credential.
+#[derive(Clone)]
+pub struct Escalator {
+    http: reqwest::Client,
+    server: String,
+    credential: String,
+    stats: EscalationStats,
+}
+
+impl std::fmt::Debug for Escalator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Escalator")
+            .field("server", &self.server)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Escalator {
+    /// An escalator for `server` (base URL) using the device's credential.
+    pub fn new(server: &str, credential: &str) -> anyhow::Result<Self> {
+        Ok(Self {
+            http: reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(2))
+                .build()?,
+            server: server.trim_end_matches('/').to_owned(),
+            credential: credential.to_owned(),
+            stats: EscalationStats::default(),
+        })
+    }
+
+    /// The counters reported in health windows.
+    pub fn stats(&self) -> &EscalationStats {
+        &self.stats
+    }
+
+    /// Asks the server's model for an answer to `request` (the client's OIP request body),
+    /// counting the attempt for `model`@`version` (the local slot).
+    pub async fn ask(
+        &self,
+        model: &str,
+        version: &str,
+        policy: &EscalationPolicy,
+        request: &Value,
+    ) -> Result<Value, EscalationError> {
+        let path = match &policy.server_version {
+            Some(v) => format!("/v2/models/{}/versions/{v}/infer", policy.server_model),
+            None => format!("/v2/models/{}/infer", policy.server_model),
+        };
+        let started = Instant::now();
+        let call = async {
+            let response = self
+                .http
+                .post(format!("{}{path}", self.server))
+                .bearer_auth(&self.credential)
+                .json(request)
+                .send()
+                .await
+                .map_err(|e| EscalationError::Unreachable(e.to_string()))?;
+            let status = response.status();
+            let body: Value = response
+                .json()
+                .await
+                .map_err(|e| EscalationError::Refused(format!("{status}: {e}")))?;
+            if !status.is_success() {
+                return Err(EscalationError::Refused(format!(
+                    "{status}: {}",
+                    body.get("error").unwrap_or(&body)
+                )));
+            }
+            Ok(body)
+        };
+        let result =
+            match tokio::time::timeout(Duration::from_millis(policy.timeout_ms), call).await {
+                Ok(r) => r,
+                Err(_) => Err(EscalationError::Timeout(policy.timeout_ms)),
+            };
+        self.stats
+            .record(model, version, result.is_ok().then(|| started.elapsed()));
+        result
+    }
+}
+
+/// Escalation counts and round-trip latency per local model version, since the last window.
+#[derive(Clone, Default)]
+pub struct EscalationStats(Arc<Mutex<BTreeMap<(String, String), Counts>>>);
+
+struct Counts {
+    escalations: u64,
+    fallbacks: u64,
+    /// `None` only if hdrhistogram refused the bounds, which it does not for these.
+    latency_us: Option<Histogram<u64>>,
+}
+
+/// One model version's escalations over a window.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EscalationWindow {
+    /// Requests sent to the server.
+    pub escalations: u64,
+    /// Of those, answered locally because the server did not.
+    pub fallbacks: u64,
+    /// Round trip of those the server answered.
+    pub latency_ms: Option<LatencyMs>,
+}
+
+impl EscalationStats {
+    fn record(&self, model: &str, version: &str, answered_in: Option<Duration>) {
+        let Ok(mut map) = self.0.lock() else {
+            return;
+        };
+        let counts = map
+            .entry((model.to_owned(), version.to_owned()))
+            .or_insert_with(|| Counts {
+                escalations: 0,
+                fallbacks: 0,
+                // 1 µs .. 10 min, 3 significant digits.
+                latency_us: Histogram::new_with_bounds(1, 600_000_000, 3).ok(),
+            });
+        counts.escalations += 1;
+        match answered_in {
+            Some(d) => {
+                let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1);
+                if let Some(h) = counts.latency_us.as_mut() {
+                    let _ = h.record(us.min(600_000_000));
+                }
+            }
+            None => counts.fallbacks += 1,
+        }
+    }
+
+    /// Takes the counts since the last call, per (model, version).
+    pub fn take_window(&self) -> BTreeMap<(String, String), EscalationWindow> {
+        let Ok(mut map) = self.0.lock() else {
+            return BTreeMap::new();
+        };
+        std::mem::take(&mut *map)
+            .into_iter()
+            .map(|(key, c)| {
+                let latency_ms = c.latency_us.filter(|h| !h.is_empty()).map(|h| {
+                    let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+                    LatencyMs {
+                        p50: ms(0.50),
+                        p95: ms(0.95),
+                        p99: ms(0.99),
+                    }
+                });
+                (
+                    key,
+                    EscalationWindow {
+                        escalations: c.escalations,
+                        fallbacks: c.fallbacks,
+                        latency_ms,
+                    },
+                )
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn policy(threshold: f64) -> EscalationPolicy {
+        EscalationPolicy {
+            output: "probabilities".into(),
+            threshold,
+            server_model: "fraud".into(),
+            server_version: None,
+            timeout_ms: 100,
+        }
+    }
+
+    fn probs(rows: &[[f32; 2]]) -> Vec<Tensor> {
+        vec![Tensor::new(
+            "probabilities",
+            vec![rows.len(), 2],
+            rows.iter().flatten().copied().collect::<Vec<f32>>(),
+        )]
+    }
+
+    #[test]
+    fn a_request_escalates_when_any_row_is_unsure() {
+        assert!(!needs_server(
+            &policy(0.8),
+            &probs(&[[0.1, 0.9], [0.85, 0.15]])
+        ));
+        assert!(needs_server(
+            &policy(0.8),
+            &probs(&[[0.1, 0.9], [0.3, 0.7]])
+        ));
+        assert!(needs_server(&policy(0.8), &probs(&[[f32::NAN, 0.1]])));
+        // A single score per row is its own confidence.
+        let scores = vec![Tensor::new("probabilities", vec![2], vec![0.9f32, 0.5])];
+        assert!(needs_server(&policy(0.6), &scores));
+        assert!(!needs_server(&policy(0.4), &scores));
+        // Another output, or integers, never escalate.
+        let mut other = policy(0.8);
+        other.output = "logits".into();
+        assert!(!needs_server(&other, &probs(&[[0.5, 0.5]])));
+        let ints = vec![Tensor::new("probabilities", vec![1, 2], vec![0i64, 1])];
+        assert!(!needs_server(&policy(0.8), &ints));
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_server_is_a_counted_fallback() {
+        let e = Escalator::new("http://127.0.0.1:9", "fld_x").unwrap();
+        let err = e
+            .ask("fraud", "1.0.0", &policy(0.8), &serde_json::json!({}))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                EscalationError::Unreachable(_) | EscalationError::Timeout(_)
+            ),
+            "{err}"
+        );
+        let window = e.stats().take_window();
+        let w = &window[&("fraud".to_owned(), "1.0.0".to_owned())];
+        assert_eq!((w.escalations, w.fallbacks, w.latency_ms), (1, 1, None));
+        assert!(e.stats().take_window().is_empty(), "taking resets");
+    }
+}
