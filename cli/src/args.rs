@@ -100,6 +100,18 @@ pub enum Command {
     /// List and remove deployments.
     #[command(subcommand)]
     Deployments(DeploymentsCommand),
+    /// Compare a model's versions per device class on the edge, and on the server.
+    Placement(PlacementArgs),
+}
+
+/// `flotilla placement MODEL [--group-by KEY]`.
+#[derive(Debug, Args)]
+pub struct PlacementArgs {
+    /// Model name.
+    pub model: String,
+    /// Group devices by `hardware` (architecture, cores, memory) or by a label key.
+    #[arg(long, default_value = "hardware", value_name = "hardware|LABEL")]
+    pub group_by: String,
 }
 
 /// `flotilla keygen`.

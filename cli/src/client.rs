@@ -43,6 +43,7 @@ const ENROLLMENT_TOKENS: &str = "/api/v1/enrollment-tokens";
 const DEVICES: &str = "/api/v1/devices";
 /// Deployments.
 const DEPLOYMENTS: &str = "/api/v1/deployments";
+const PLACEMENT: &str = "/api/v1/placement";
 
 /// A typed answer together with the JSON the server sent (printed as is by `--json`, so fields
 /// this version of the CLI does not know are not lost).
@@ -245,6 +246,18 @@ impl Client {
             query.push(("status", status));
         }
         self.call(self.request(Method::GET, DEVICES, &[]).query(&query))
+    }
+
+    /// `GET /api/v1/placement?model=&group_by=`.
+    pub fn placement(
+        &self,
+        model: &str,
+        group_by: &str,
+    ) -> Result<Fetched<flotilla_protocol::placement::PlacementReport>, CliError> {
+        self.call(
+            self.request(Method::GET, PLACEMENT, &[])
+                .query(&[("model", model), ("group_by", group_by)]),
+        )
     }
 
     /// `GET /api/v1/devices/{id}`.

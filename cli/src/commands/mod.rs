@@ -5,6 +5,7 @@ mod devices;
 mod enroll_tokens;
 mod local;
 mod models;
+mod placement;
 mod push;
 mod registry;
 mod tokens;
@@ -100,5 +101,6 @@ pub fn run(ctx: &Context, command: Command) -> Result<(), CliError> {
         Command::Devices(cmd) => devices::run(ctx, cmd),
         Command::Deploy(args) => deployments::deploy(ctx, args),
         Command::Deployments(cmd) => deployments::run(ctx, cmd),
+        Command::Placement(args) => placement::run(ctx, &args),
     }
 }
