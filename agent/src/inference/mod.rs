@@ -1,24 +1,21 @@
 //! The agent's local inference API and the models it serves.
 //!
 //! - [`ModelRegistry`]: the loaded models by name, swapped atomically (in-flight requests finish
-//!   on the version they started with).
-//! - [`InferencePool`]: the bounded worker pool inference runs on; a full queue means 503.
-//! - [`HealthRecorder`]: per-model-version counts and latency, as a window for the update loop's
-//!   reports and as Prometheus text at `/metrics`.
+//!   on the version they started with); the agent's [`flotilla_serving::ModelSource`].
 //! - [`local_api`] / [`serve`]: the Open Inference Protocol (KServe v2 REST, as Triton serves
-//!   it) on a loopback port. See `docs/inference.md`.
+//!   it) on a loopback port, with `/metrics`. See `docs/inference.md`.
+//!
+//! The protocol itself (request checking, the worker pool, the health recorder, the error
+//! body) is `flotilla-serving`, shared with the server; it is re-exported here under the names
+//! the agent has always used.
 
 mod api;
-mod error;
-mod health;
 mod metrics;
-mod oip;
-mod pool;
 mod registry;
 
 pub use api::{local_api, serve, LocalApi, LocalApiConfig, SERVER_NAME};
-pub use error::OipError;
-pub use health::{HealthRecorder, HealthWindow, LatencyMs, ModelHealth, ModelTotals, Outcome};
-pub use oip::{parse_data, SERVED_BY_EDGE};
-pub use pool::{InferencePool, PoolConfig, PoolError};
-pub use registry::{LoadedModel, ModelRegistry};
+pub use flotilla_serving::{
+    parse_data, HealthRecorder, HealthWindow, InferencePool, LatencyMs, LoadedModel, ModelHealth,
+    ModelTotals, OipError, Outcome, PoolConfig, PoolError, SERVED_BY_EDGE,
+};
+pub use registry::ModelRegistry;

@@ -2,27 +2,10 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 use flotilla_runtime::Model;
-
-/// One model version ready to serve.
-///
-/// Requests hold an `Arc<LoadedModel>` from the moment they resolve the model until they
-/// answer, so a swap or removal never pulls a model out from under a running request: the old
-/// version is dropped when its last request finishes.
-#[derive(Debug)]
-pub struct LoadedModel {
-    /// The model name clients address (`/v2/models/{name}`).
-    pub name: String,
-    /// The version string, as the server published it.
-    pub version: String,
-    /// The loaded, optimised model.
-    pub model: Arc<Model>,
-    /// When this version was installed in the registry.
-    pub loaded_at: SystemTime,
-}
+use flotilla_serving::{LoadedModel, ModelSource, OipError};
 
 /// The set of loaded models, one current version per name.
 ///
@@ -51,12 +34,7 @@ impl ModelRegistry {
         version: impl Into<String>,
         model: Arc<Model>,
     ) -> Option<Arc<LoadedModel>> {
-        let loaded = Arc::new(LoadedModel {
-            name: name.into(),
-            version: version.into(),
-            model,
-            loaded_at: SystemTime::now(),
-        });
+        let loaded = Arc::new(LoadedModel::new(name, version, model));
         let mut previous = None;
         self.models.rcu(|current| {
             let mut next = BTreeMap::clone(current);
@@ -102,6 +80,37 @@ impl ModelRegistry {
     /// Whether no model is served (the local API then reports not ready).
     pub fn is_empty(&self) -> bool {
         self.models.load().is_empty()
+    }
+}
+
+/// The local API serves the current version of each model; any other version is 404 naming the
+/// current one, and the API is ready once a model is installed.
+impl ModelSource for ModelRegistry {
+    async fn resolve(
+        &self,
+        name: &str,
+        version: Option<&str>,
+    ) -> Result<Arc<LoadedModel>, OipError> {
+        let current = self
+            .get(name)
+            .ok_or_else(|| OipError::NotFound(format!("model `{name}` is not loaded")))?;
+        match version {
+            Some(version) if version != current.version => Err(OipError::NotFound(format!(
+                "model `{name}` version `{version}` is not served; the current version is `{}`",
+                current.version
+            ))),
+            _ => Ok(current),
+        }
+    }
+
+    async fn ready(&self) -> Result<(), OipError> {
+        // Before the first install the agent has nothing to serve.
+        if self.is_empty() {
+            return Err(OipError::NotReady(
+                "not ready: no model is loaded yet".to_owned(),
+            ));
+        }
+        Ok(())
     }
 }
 

@@ -1,8 +1,9 @@
-//! What the agent measures about each model version it serves: counts, errors and latency.
+//! What is measured about each model version served: counts, errors and latency.
 //!
-//! The recorder keeps two sets of figures. The *window* is what the update loop sends to the
-//! server in its next report and then resets with [`HealthRecorder::take_window`]; the *totals*
-//! only grow and feed the Prometheus text at `/metrics`.
+//! The recorder keeps two sets of figures. The *window* is what the agent's update loop sends to
+//! the server in its next report and then resets with [`HealthRecorder::take_window`]; the
+//! *totals* only grow and feed the Prometheus text at `/metrics`. A host that reports no windows
+//! (the server) keeps only the totals ([`HealthRecorder::totals_only`]).
 
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -130,7 +131,7 @@ fn latency_ms(histogram: &Histogram<u64>) -> Option<LatencyMs> {
 /// Cumulative figures of one model version, for the Prometheus exposition.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelTotals {
-    /// The figures; `latency_ms` covers every run since the agent started.
+    /// The figures; `latency_ms` covers every run since the recorder was created.
     pub health: ModelHealth,
     /// Sum of all run latencies, in seconds.
     pub latency_sum_seconds: f64,
@@ -138,6 +139,8 @@ pub struct ModelTotals {
 
 #[derive(Debug, Default)]
 struct Figures {
+    /// Whether the window is kept at all.
+    windowed: bool,
     window: BTreeMap<(String, String), Stats>,
     totals: BTreeMap<(String, String), (Stats, Duration)>,
     window_rejected_busy: u64,
@@ -148,15 +151,34 @@ struct Figures {
 ///
 /// One mutex guards the figures: each request holds it for a few map and histogram updates,
 /// far less than an inference takes.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct HealthRecorder {
     figures: Mutex<Figures>,
 }
 
+impl Default for HealthRecorder {
+    fn default() -> HealthRecorder {
+        HealthRecorder::new()
+    }
+}
+
 impl HealthRecorder {
-    /// An empty recorder.
+    /// An empty recorder keeping a window and the totals.
     pub fn new() -> HealthRecorder {
-        HealthRecorder::default()
+        HealthRecorder {
+            figures: Mutex::new(Figures {
+                windowed: true,
+                ..Figures::default()
+            }),
+        }
+    }
+
+    /// An empty recorder keeping only the totals: its window stays empty, and each model
+    /// version costs one latency histogram instead of two.
+    pub fn totals_only() -> HealthRecorder {
+        HealthRecorder {
+            figures: Mutex::new(Figures::default()),
+        }
     }
 
     fn figures(&self) -> MutexGuard<'_, Figures> {
@@ -169,11 +191,13 @@ impl HealthRecorder {
     pub fn record(&self, model: &str, version: &str, outcome: Outcome, latency: Duration) {
         let key = (model.to_owned(), version.to_owned());
         let mut figures = self.figures();
-        figures
-            .window
-            .entry(key.clone())
-            .or_insert_with(Stats::new)
-            .record(outcome, latency);
+        if figures.windowed {
+            figures
+                .window
+                .entry(key.clone())
+                .or_insert_with(Stats::new)
+                .record(outcome, latency);
+        }
         let (totals, sum) = figures
             .totals
             .entry(key)
@@ -186,11 +210,13 @@ impl HealthRecorder {
     pub fn record_invalid(&self, model: &str, version: &str) {
         let key = (model.to_owned(), version.to_owned());
         let mut figures = self.figures();
-        figures
-            .window
-            .entry(key.clone())
-            .or_insert_with(Stats::new)
-            .invalid_requests += 1;
+        if figures.windowed {
+            figures
+                .window
+                .entry(key.clone())
+                .or_insert_with(Stats::new)
+                .invalid_requests += 1;
+        }
         figures
             .totals
             .entry(key)
@@ -202,7 +228,9 @@ impl HealthRecorder {
     /// Records a request refused with 503 because the worker pool was full.
     pub fn record_rejected_busy(&self) {
         let mut figures = self.figures();
-        figures.window_rejected_busy += 1;
+        if figures.windowed {
+            figures.window_rejected_busy += 1;
+        }
         figures.total_rejected_busy += 1;
     }
 
@@ -313,6 +341,24 @@ mod tests {
         assert_eq!(rejected, 1);
         assert_eq!(totals[0].health.inferences, 2);
         assert!((totals[0].latency_sum_seconds - 0.006).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_totals_only_recorder_keeps_no_window() {
+        let recorder = HealthRecorder::totals_only();
+        recorder.record("fraud", "1.0.0", Outcome::Ok, ms(2));
+        recorder.record_invalid("fraud", "1.0.0");
+        recorder.record_rejected_busy();
+        assert_eq!(recorder.window(), HealthWindow::default());
+        let (totals, rejected) = recorder.totals();
+        assert_eq!(rejected, 1);
+        assert_eq!(
+            (
+                totals[0].health.inferences,
+                totals[0].health.invalid_requests
+            ),
+            (1, 1)
+        );
     }
 
     #[test]

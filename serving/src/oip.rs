@@ -16,6 +16,8 @@ use serde_json::{Map, Value};
 
 /// The value of the `flotilla_served_by` response parameter for answers computed on the device.
 pub const SERVED_BY_EDGE: &str = "edge";
+/// The value of the `flotilla_served_by` response parameter for answers computed by the server.
+pub const SERVED_BY_SERVER: &str = "server";
 
 /// An inference request body.
 #[derive(Debug, Deserialize)]
@@ -80,7 +82,7 @@ pub struct InferResponse<'a> {
 /// The response parameters Flotilla sets.
 #[derive(Debug, Serialize)]
 pub struct ResponseParameters {
-    /// `"edge"` when the device's model computed the answer.
+    /// Where the answer was computed: [`SERVED_BY_EDGE`] or [`SERVED_BY_SERVER`].
     pub flotilla_served_by: &'static str,
 }
 
@@ -147,7 +149,7 @@ impl Serialize for JsonData<'_> {
 pub struct ModelMetadata<'a> {
     /// Model name.
     pub name: &'a str,
-    /// The versions served: only the current one.
+    /// The versions clients may ask for by number.
     pub versions: Vec<&'a str>,
     /// Always `onnx`.
     pub platform: &'static str,
@@ -182,19 +184,22 @@ impl<'a> TensorMetadata<'a> {
 /// The server metadata body.
 #[derive(Debug, Serialize)]
 pub struct ServerMetadata {
-    /// `flotilla-agent`.
+    /// `flotilla-agent` or `flotilla-server`.
     pub name: &'static str,
-    /// The agent's version.
+    /// The serving process's version.
     pub version: &'static str,
     /// Protocol extensions supported: none.
     pub extensions: [&'static str; 0],
 }
 
-/// The OIP error body, `{"error": "<message>"}`.
+/// The OIP error body, `{"error": "<message>"}`, with a stable `code` when the server answers.
 #[derive(Debug, Serialize)]
 pub struct ErrorBody<'a> {
     /// What went wrong, for the client.
     pub error: &'a str,
+    /// The stable code (see [`crate::OipError::code`]); absent in the protocol's plain form.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<&'static str>,
 }
 
 /// If the request asks for the binary tensor data extension (or another extension this server

@@ -1,0 +1,608 @@
+//! The Open Inference Protocol (KServe v2 REST) endpoints over actix-web, for any
+//! [`ModelSource`].
+//!
+//! [`OipService`] answers each endpoint as a method, so a host can put its own extraction in
+//! front (the server authenticates callers first); [`routes`] registers them all for a
+//! standalone server (the agent's local API). Handlers only resolve the model, check the request
+//! against its signature and map results; inference itself runs on the [`InferencePool`].
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix_web::body::{self, BodyStream};
+use actix_web::dev::Decompress;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::Method;
+use actix_web::{web, FromRequest, Handler, HttpRequest, HttpResponse, Responder};
+use flotilla_runtime::{DataType, RuntimeError, Tensor};
+use serde_json::json;
+
+use super::error::{ErrorStyle, OipError};
+use super::health::{HealthRecorder, Outcome};
+use super::oip::{
+    binary_extension_request, parse_data, InferRequest, InferResponse, ModelMetadata, RequestInput,
+    RequestedOutput, ResponseOutput, ResponseParameters, ServerMetadata, TensorMetadata,
+};
+use super::pool::{InferencePool, PoolError};
+use super::source::{LoadedModel, ModelSource};
+
+/// The header with which the binary tensor data extension announces the JSON part's length.
+const BINARY_HEADER: &str = "inference-header-content-length";
+
+/// The default largest request body: 16 MiB.
+pub const DEFAULT_BODY_LIMIT: usize = 16 * 1024 * 1024;
+
+/// How an endpoint presents itself; the parts of the protocol the agent and the server answer
+/// differently.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceOptions {
+    /// The `name` of `GET /v2` (`flotilla-agent`, `flotilla-server`).
+    pub server_name: &'static str,
+    /// The serving process's version, for `GET /v2`.
+    pub server_version: &'static str,
+    /// The `flotilla_served_by` response parameter.
+    pub served_by: &'static str,
+    /// Who keeps the log that 500 messages point to (`agent`, `server`).
+    pub log_owner: &'static str,
+    /// How error bodies are written.
+    pub error_style: ErrorStyle,
+    /// Largest accepted request body, in bytes (after decompression).
+    pub body_limit: usize,
+}
+
+/// The protocol's endpoints over one model source, one worker pool and one recorder. Cloning
+/// is cheap (the parts are `Arc`s) and clones share the same state.
+#[derive(Debug)]
+pub struct OipService<S> {
+    source: Arc<S>,
+    pool: Arc<InferencePool>,
+    recorder: Arc<HealthRecorder>,
+    options: ServiceOptions,
+}
+
+impl<S> Clone for OipService<S> {
+    fn clone(&self) -> Self {
+        OipService {
+            source: Arc::clone(&self.source),
+            pool: Arc::clone(&self.pool),
+            recorder: Arc::clone(&self.recorder),
+            options: self.options.clone(),
+        }
+    }
+}
+
+impl<S: ModelSource> OipService<S> {
+    /// The endpoints over these parts.
+    pub fn new(
+        source: Arc<S>,
+        pool: Arc<InferencePool>,
+        recorder: Arc<HealthRecorder>,
+        options: ServiceOptions,
+    ) -> OipService<S> {
+        OipService {
+            source,
+            pool,
+            recorder,
+            options,
+        }
+    }
+
+    /// Where the models come from.
+    pub fn source(&self) -> &Arc<S> {
+        &self.source
+    }
+
+    /// The worker pool inference runs on.
+    pub fn pool(&self) -> &Arc<InferencePool> {
+        &self.pool
+    }
+
+    /// The per-model-version figures.
+    pub fn recorder(&self) -> &Arc<HealthRecorder> {
+        &self.recorder
+    }
+
+    /// The presentation settings.
+    pub fn options(&self) -> &ServiceOptions {
+        &self.options
+    }
+
+    /// Replaces the largest accepted request body, in bytes.
+    pub fn set_body_limit(&mut self, bytes: usize) {
+        self.options.body_limit = bytes;
+    }
+
+    /// `error` as this endpoint answers it.
+    pub fn error(&self, error: &OipError) -> HttpResponse {
+        error.response(self.options.error_style)
+    }
+
+    fn answer(&self, result: Result<HttpResponse, OipError>) -> HttpResponse {
+        result.unwrap_or_else(|e| self.error(&e))
+    }
+
+    /// `GET /v2`.
+    pub fn server_metadata(&self) -> HttpResponse {
+        HttpResponse::Ok().json(ServerMetadata {
+            name: self.options.server_name,
+            version: self.options.server_version,
+            extensions: [],
+        })
+    }
+
+    /// `GET /v2/health/live`: true while the process serves HTTP.
+    pub fn live(&self) -> HttpResponse {
+        HttpResponse::Ok().json(json!({ "live": true }))
+    }
+
+    /// `GET /v2/health/ready`. The protocol answers "false" with a 4xx.
+    pub async fn ready(&self) -> HttpResponse {
+        self.answer(
+            self.source
+                .ready()
+                .await
+                .map(|()| HttpResponse::Ok().json(json!({ "ready": true }))),
+        )
+    }
+
+    /// `GET /v2/models/{name}[/versions/{version}]`.
+    pub async fn model_metadata(&self, name: &str, version: Option<&str>) -> HttpResponse {
+        self.answer(self.try_model_metadata(name, version).await)
+    }
+
+    async fn try_model_metadata(
+        &self,
+        name: &str,
+        version: Option<&str>,
+    ) -> Result<HttpResponse, OipError> {
+        let loaded = self.source.resolve(name, version).await?;
+        let versions = self.source.versions(&loaded).await?;
+        Ok(HttpResponse::Ok().json(ModelMetadata {
+            name: &loaded.name,
+            versions: versions.iter().map(String::as_str).collect(),
+            platform: "onnx",
+            inputs: loaded
+                .model
+                .inputs()
+                .iter()
+                .map(TensorMetadata::of)
+                .collect(),
+            outputs: loaded
+                .model
+                .outputs()
+                .iter()
+                .map(TensorMetadata::of)
+                .collect(),
+        }))
+    }
+
+    /// `GET /v2/models/{name}[/versions/{version}]/ready`.
+    pub async fn model_ready(&self, name: &str, version: Option<&str>) -> HttpResponse {
+        self.answer(self.source.resolve(name, version).await.map(|loaded| {
+            HttpResponse::Ok().json(json!({
+                "name": loaded.name,
+                "version": loaded.version,
+                "ready": true,
+            }))
+        }))
+    }
+
+    /// `POST /v2/models/{name}[/versions/{version}]/infer`.
+    pub async fn infer(
+        &self,
+        request: &HttpRequest,
+        name: &str,
+        version: Option<&str>,
+        payload: web::Payload,
+    ) -> HttpResponse {
+        self.answer(self.try_infer(request, name, version, payload).await)
+    }
+
+    async fn try_infer(
+        &self,
+        request: &HttpRequest,
+        name: &str,
+        version: Option<&str>,
+        payload: web::Payload,
+    ) -> Result<HttpResponse, OipError> {
+        if request.headers().contains_key(BINARY_HEADER) {
+            return Err(OipError::BadRequest(
+                "the binary tensor data extension (`Inference-Header-Content-Length`) is not \
+                 supported; send a JSON body with `data` arrays (tritonclient: binary_data=False)"
+                    .to_owned(),
+            ));
+        }
+        let body = read_body(request, payload, self.options.body_limit).await?;
+        // The request keeps this `Arc` to the end: a swap or an eviction meanwhile does not
+        // affect it.
+        let loaded = self.source.resolve(name, version).await?;
+        let parsed: InferRequest = serde_json::from_slice(&body)
+            .map_err(|e| OipError::BadRequest(format!("malformed inference request: {e}")))?;
+        if let Some(reason) = binary_extension_request(&parsed) {
+            return Err(OipError::BadRequest(reason));
+        }
+        let id = parsed.id;
+        let CheckedRequest {
+            inputs,
+            outputs: wanted,
+        } = match check_request(&loaded, parsed.inputs, parsed.outputs) {
+            Ok(checked) => checked,
+            Err(message) => {
+                self.recorder.record_invalid(&loaded.name, &loaded.version);
+                return Err(OipError::BadRequest(message));
+            }
+        };
+
+        let model = Arc::clone(&loaded.model);
+        let queued_at = Instant::now();
+        let ran = self
+            .pool
+            .run(move || {
+                let started = Instant::now();
+                let result = model.run(inputs);
+                (result, started.elapsed())
+            })
+            .await;
+        let (result, latency) = match ran {
+            Ok(ran) => ran,
+            Err(busy @ PoolError::Busy { .. }) => {
+                self.recorder.record_rejected_busy();
+                return Err(OipError::Busy(busy.to_string()));
+            }
+            Err(PoolError::Failed(cause)) => {
+                tracing::error!(model = %loaded.name, version = %loaded.version, %cause, "inference job failed");
+                self.recorder.record(
+                    &loaded.name,
+                    &loaded.version,
+                    Outcome::Error,
+                    queued_at.elapsed(),
+                );
+                return Err(self.inference_failed(&loaded));
+            }
+        };
+        let outputs = match result {
+            Ok(outputs) => outputs,
+            Err(RuntimeError::InvalidInput(message)) => {
+                self.recorder.record_invalid(&loaded.name, &loaded.version);
+                return Err(OipError::BadRequest(message));
+            }
+            Err(cause) => {
+                tracing::warn!(model = %loaded.name, version = %loaded.version, %cause, "inference failed");
+                self.recorder
+                    .record(&loaded.name, &loaded.version, Outcome::Error, latency);
+                return Err(self.inference_failed(&loaded));
+            }
+        };
+        let outcome = if outputs.iter().all(|t| t.data.all_finite()) {
+            Outcome::Ok
+        } else {
+            Outcome::NonFinite
+        };
+        self.recorder
+            .record(&loaded.name, &loaded.version, outcome, latency);
+
+        let selected: Vec<&Tensor> = match &wanted {
+            Some(indices) => indices.iter().filter_map(|&i| outputs.get(i)).collect(),
+            None => outputs.iter().collect(),
+        };
+        Ok(HttpResponse::Ok().json(InferResponse {
+            model_name: &loaded.name,
+            model_version: &loaded.version,
+            id,
+            parameters: ResponseParameters {
+                flotilla_served_by: self.options.served_by,
+            },
+            outputs: selected.into_iter().map(ResponseOutput::of).collect(),
+        }))
+    }
+
+    fn inference_failed(&self, loaded: &LoadedModel) -> OipError {
+        OipError::Internal(format!(
+            "inference failed on model `{}` version `{}`; the cause is in the {}'s log",
+            loaded.name, loaded.version, self.options.log_owner
+        ))
+    }
+}
+
+/// Registers every protocol endpoint, each answering other methods with a 405 (with `Allow`)
+/// in `service`'s error style, and `service` as shared state:
+/// `App::new().configure(routes(service))`. For a standalone server; a host with routes of its
+/// own calls the [`OipService`] methods from its handlers instead.
+pub fn routes<S: ModelSource>(service: OipService<S>) -> impl FnOnce(&mut web::ServiceConfig) {
+    let style = service.options.error_style;
+    move |cfg| {
+        cfg.app_data(web::Data::new(service))
+            .service(endpoint("/v2", Method::GET, style, server_metadata::<S>))
+            .service(endpoint("/v2/", Method::GET, style, server_metadata::<S>))
+            .service(endpoint("/v2/health/live", Method::GET, style, live::<S>))
+            .service(endpoint("/v2/health/ready", Method::GET, style, ready::<S>))
+            .service(endpoint(
+                "/v2/models/{name}",
+                Method::GET,
+                style,
+                model_metadata::<S>,
+            ))
+            .service(endpoint(
+                "/v2/models/{name}/versions/{version}",
+                Method::GET,
+                style,
+                version_metadata::<S>,
+            ))
+            .service(endpoint(
+                "/v2/models/{name}/ready",
+                Method::GET,
+                style,
+                model_ready::<S>,
+            ))
+            .service(endpoint(
+                "/v2/models/{name}/versions/{version}/ready",
+                Method::GET,
+                style,
+                version_ready::<S>,
+            ))
+            .service(endpoint(
+                "/v2/models/{name}/infer",
+                Method::POST,
+                style,
+                infer::<S>,
+            ))
+            .service(endpoint(
+                "/v2/models/{name}/versions/{version}/infer",
+                Method::POST,
+                style,
+                version_infer::<S>,
+            ));
+    }
+}
+
+/// One path served with one method; any other method gets a JSON 405 with `Allow`, in `style`.
+pub fn endpoint<F, Args>(
+    path: &str,
+    method: Method,
+    style: ErrorStyle,
+    handler: F,
+) -> actix_web::Resource
+where
+    F: Handler<Args>,
+    Args: FromRequest + 'static,
+    F::Output: Responder + 'static,
+{
+    let allowed = method.clone();
+    web::resource(path)
+        .route(web::method(method).to(handler))
+        .default_service(web::to(move |request: HttpRequest| {
+            let allowed = allowed.clone();
+            async move { method_not_allowed(&request, &allowed, style) }
+        }))
+}
+
+/// The 405 for `request`, whose path is served only with `allowed`.
+pub fn method_not_allowed(
+    request: &HttpRequest,
+    allowed: &Method,
+    style: ErrorStyle,
+) -> HttpResponse {
+    let mut response = OipError::MethodNotAllowed(format!(
+        "{} is not allowed on {}; use {allowed}",
+        request.method(),
+        request.path()
+    ))
+    .response(style);
+    if let Ok(value) = HeaderValue::from_str(allowed.as_str()) {
+        response.headers_mut().insert(header::ALLOW, value);
+    }
+    response
+}
+
+async fn server_metadata<S: ModelSource>(service: web::Data<OipService<S>>) -> HttpResponse {
+    service.server_metadata()
+}
+
+async fn live<S: ModelSource>(service: web::Data<OipService<S>>) -> HttpResponse {
+    service.live()
+}
+
+async fn ready<S: ModelSource>(service: web::Data<OipService<S>>) -> HttpResponse {
+    service.ready().await
+}
+
+async fn model_metadata<S: ModelSource>(
+    service: web::Data<OipService<S>>,
+    path: web::Path<String>,
+) -> HttpResponse {
+    service.model_metadata(&path, None).await
+}
+
+async fn version_metadata<S: ModelSource>(
+    service: web::Data<OipService<S>>,
+    path: web::Path<(String, String)>,
+) -> HttpResponse {
+    let (name, version) = path.into_inner();
+    service.model_metadata(&name, Some(&version)).await
+}
+
+async fn model_ready<S: ModelSource>(
+    service: web::Data<OipService<S>>,
+    path: web::Path<String>,
+) -> HttpResponse {
+    service.model_ready(&path, None).await
+}
+
+async fn version_ready<S: ModelSource>(
+    service: web::Data<OipService<S>>,
+    path: web::Path<(String, String)>,
+) -> HttpResponse {
+    let (name, version) = path.into_inner();
+    service.model_ready(&name, Some(&version)).await
+}
+
+async fn infer<S: ModelSource>(
+    service: web::Data<OipService<S>>,
+    request: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+) -> HttpResponse {
+    service.infer(&request, &path, None, payload).await
+}
+
+async fn version_infer<S: ModelSource>(
+    service: web::Data<OipService<S>>,
+    request: HttpRequest,
+    path: web::Path<(String, String)>,
+    payload: web::Payload,
+) -> HttpResponse {
+    let (name, version) = path.into_inner();
+    service
+        .infer(&request, &name, Some(&version), payload)
+        .await
+}
+
+/// Reads the whole body, decompressed, refusing more than `limit` bytes.
+async fn read_body(
+    request: &HttpRequest,
+    payload: web::Payload,
+    limit: usize,
+) -> Result<web::Bytes, OipError> {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit as u64) {
+        return Err(OipError::PayloadTooLarge { limit });
+    }
+    let stream = BodyStream::new(Decompress::from_headers(
+        payload.into_inner(),
+        request.headers(),
+    ));
+    match body::to_bytes_limited(stream, limit).await {
+        Err(_) => Err(OipError::PayloadTooLarge { limit }),
+        Ok(Err(e)) => Err(OipError::BadRequest(format!(
+            "could not read the request body: {e}"
+        ))),
+        Ok(Ok(bytes)) => Ok(bytes),
+    }
+}
+
+/// A request that fits its model.
+struct CheckedRequest {
+    /// The input tensors, in request order (the runtime puts them in graph order).
+    inputs: Vec<Tensor>,
+    /// Indices of the requested outputs in the model's outputs; `None`: all of them.
+    outputs: Option<Vec<usize>>,
+}
+
+/// Checks a request against the model's signature and builds its tensors. The error is the
+/// message for the client.
+fn check_request(
+    loaded: &LoadedModel,
+    inputs: Vec<RequestInput>,
+    outputs: Option<Vec<RequestedOutput>>,
+) -> Result<CheckedRequest, String> {
+    let specs = loaded.model.inputs();
+    let mut given = vec![false; specs.len()];
+    let mut tensors = Vec::with_capacity(inputs.len());
+    for input in inputs {
+        let Some(index) = specs.iter().position(|s| s.name == input.name) else {
+            return Err(format!(
+                "unknown input `{}`; model `{}` takes {}",
+                input.name,
+                loaded.name,
+                names(specs.iter().map(|s| s.name.as_str()))
+            ));
+        };
+        let spec = &specs[index];
+        if std::mem::replace(&mut given[index], true) {
+            return Err(format!("input `{}` is given more than once", input.name));
+        }
+        let datatype = DataType::from_name(&input.datatype).ok_or_else(|| {
+            format!(
+                "input `{}` has datatype `{}`, which is not supported; supported: {}",
+                input.name,
+                input.datatype,
+                names(DataType::ALL.iter().map(|d| d.name()))
+            )
+        })?;
+        if datatype != spec.datatype {
+            return Err(format!(
+                "input `{}` must be {}, got {datatype}",
+                spec.name, spec.datatype
+            ));
+        }
+        if !spec.accepts_shape(&input.shape) {
+            return Err(format!(
+                "input `{}` must have shape {} (-1: any size), got {}",
+                spec.name,
+                shape_text(&spec.shape),
+                shape_text(&input.shape)
+            ));
+        }
+        let data = parse_data(datatype, &input.data)
+            .map_err(|e| format!("input `{}` has invalid data: {e}", spec.name))?;
+        let elements = input
+            .shape
+            .iter()
+            .try_fold(1usize, |acc, &d| acc.checked_mul(d));
+        if elements != Some(data.len()) {
+            return Err(format!(
+                "input `{}` has shape {} ({} values) but {} values in `data`",
+                spec.name,
+                shape_text(&input.shape),
+                elements.map_or_else(|| "too many".to_owned(), |n| n.to_string()),
+                data.len()
+            ));
+        }
+        tensors.push(Tensor {
+            name: input.name,
+            shape: input.shape,
+            data,
+        });
+    }
+    if let Some(missing) = specs.iter().zip(&given).find(|(_, &g)| !g) {
+        return Err(format!("missing input `{}`", missing.0.name));
+    }
+
+    let Some(outputs) = outputs else {
+        return Ok(CheckedRequest {
+            inputs: tensors,
+            outputs: None,
+        });
+    };
+    let declared = loaded.model.outputs();
+    let mut wanted: Vec<usize> = Vec::with_capacity(outputs.len());
+    for output in outputs {
+        let Some(index) = declared.iter().position(|s| s.name == output.name) else {
+            return Err(format!(
+                "unknown output `{}`; model `{}` returns {}",
+                output.name,
+                loaded.name,
+                names(declared.iter().map(|s| s.name.as_str()))
+            ));
+        };
+        if wanted.contains(&index) {
+            return Err(format!(
+                "output `{}` is requested more than once",
+                output.name
+            ));
+        }
+        wanted.push(index);
+    }
+    Ok(CheckedRequest {
+        inputs: tensors,
+        outputs: Some(wanted),
+    })
+}
+
+fn names<'a>(names: impl Iterator<Item = &'a str>) -> String {
+    let quoted: Vec<String> = names.map(|n| format!("`{n}`")).collect();
+    if quoted.is_empty() {
+        "nothing".to_owned()
+    } else {
+        quoted.join(", ")
+    }
+}
+
+fn shape_text<T: std::fmt::Display>(shape: &[T]) -> String {
+    let dims: Vec<String> = shape.iter().map(ToString::to_string).collect();
+    format!("[{}]", dims.join(", "))
+}

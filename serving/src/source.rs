@@ -1,0 +1,67 @@
+//! Where the served models come from: the one thing the agent and the server serve differently.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use flotilla_runtime::Model;
+
+use super::error::OipError;
+
+/// One model version ready to serve.
+///
+/// Requests hold an `Arc<LoadedModel>` from the moment they resolve the model until they
+/// answer, so a swap, an eviction or a removal never pulls a model out from under a running
+/// request: the version is dropped when its last request finishes.
+#[derive(Debug)]
+pub struct LoadedModel {
+    /// The model name clients address (`/v2/models/{name}`).
+    pub name: String,
+    /// The version string, as the server published it.
+    pub version: String,
+    /// The loaded, optimised model.
+    pub model: Arc<Model>,
+    /// When this version was loaded.
+    pub loaded_at: SystemTime,
+}
+
+impl LoadedModel {
+    /// `model` as version `version` of `name`, loaded now.
+    pub fn new(name: impl Into<String>, version: impl Into<String>, model: Arc<Model>) -> Self {
+        LoadedModel {
+            name: name.into(),
+            version: version.into(),
+            model,
+            loaded_at: SystemTime::now(),
+        }
+    }
+}
+
+/// The models an Open Inference Protocol endpoint serves.
+///
+/// The agent serves the one current version of each model its update loop installed; the
+/// server serves every published, non-yanked version, loading them on demand. Errors are
+/// answered as they are, so their messages are for the client (a 404 names what is served).
+pub trait ModelSource: Send + Sync + 'static {
+    /// The model version answering for `name`: `version` when one is given, otherwise the one
+    /// this source serves by default.
+    fn resolve(
+        &self,
+        name: &str,
+        version: Option<&str>,
+    ) -> impl Future<Output = Result<Arc<LoadedModel>, OipError>> + Send;
+
+    /// The versions of `model`'s model that clients may ask for by number (the model
+    /// metadata's `versions`). By default only `model`'s own.
+    fn versions(
+        &self,
+        model: &LoadedModel,
+    ) -> impl Future<Output = Result<Vec<String>, OipError>> + Send {
+        let versions = vec![model.version.clone()];
+        async move { Ok(versions) }
+    }
+
+    /// Whether the endpoint as a whole is ready (`/v2/health/ready`); `Err` (usually
+    /// [`OipError::NotReady`]) says why not.
+    fn ready(&self) -> impl Future<Output = Result<(), OipError>> + Send;
+}
