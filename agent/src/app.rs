@@ -3,6 +3,7 @@
 //! `flotilla-agent` binary is a thin wrapper; the demo runs the same code.
 
 use crate::config::AgentArgs;
+use crate::hybrid::{EscalationStats, Escalator};
 use crate::inference::{self, LocalApi, LocalApiConfig};
 use crate::sync::client::{DownloadLimits, ServerClient};
 use crate::sync::state_dir::StateDir;
@@ -12,7 +13,7 @@ use crate::sync::updater::{
 };
 use crate::sync::ModelSink;
 use flotilla_protocol::agent::{
-    EnrollRequest, HardwareProfile, HealthWindow, LatencyMs, ModelHealth,
+    EnrollRequest, EscalationPolicy, HardwareProfile, HealthWindow, LatencyMs, ModelHealth,
 };
 use flotilla_runtime::Model;
 use std::sync::Arc;
@@ -26,10 +27,14 @@ impl ModelSink for ApiSink {
     }
     fn remove(&self, name: &str) {
         self.0.registry().remove(name);
+        self.0.registry().set_escalation(name, None);
+    }
+    fn set_escalation(&self, name: &str, policy: Option<EscalationPolicy>) {
+        self.0.registry().set_escalation(name, policy);
     }
 }
 
-fn health_source(api: LocalApi, clock: Clock) -> HealthSource {
+fn health_source(api: LocalApi, escalations: EscalationStats, clock: Clock) -> HealthSource {
     let start = std::sync::Mutex::new(clock());
     Arc::new(move || {
         let now = clock();
@@ -38,26 +43,29 @@ fn health_source(api: LocalApi, clock: Clock) -> HealthSource {
             .map(|mut s| std::mem::replace(&mut *s, now))
             .unwrap_or(now);
         let w = api.recorder().take_window();
+        let mut escalated = escalations.take_window();
         Some(HealthWindow {
             start: from,
             end: now,
             models: w
                 .models
                 .into_iter()
-                .map(|m| ModelHealth {
-                    model: m.model,
-                    version: m.version,
-                    inference_count: m.inferences,
-                    error_count: m.errors + m.non_finite,
-                    latency_ms: m.latency_ms.map_or(LatencyMs::default(), |l| LatencyMs {
-                        p50: l.p50,
-                        p95: l.p95,
-                        p99: l.p99,
-                    }),
-                    // Filled in by the hybrid inference path.
-                    escalations: 0,
-                    escalation_fallbacks: 0,
-                    escalation_latency_ms: None,
+                .map(|m| {
+                    let e = escalated.remove(&(m.model.clone(), m.version.clone()));
+                    ModelHealth {
+                        inference_count: m.inferences,
+                        error_count: m.errors + m.non_finite,
+                        latency_ms: m.latency_ms.map_or(LatencyMs::default(), |l| LatencyMs {
+                            p50: l.p50,
+                            p95: l.p95,
+                            p99: l.p99,
+                        }),
+                        escalations: e.as_ref().map_or(0, |e| e.escalations),
+                        escalation_fallbacks: e.as_ref().map_or(0, |e| e.fallbacks),
+                        escalation_latency_ms: e.and_then(|e| e.latency_ms),
+                        model: m.model,
+                        version: m.version,
+                    }
                 })
                 .collect(),
             memory_rss_bytes: rss_bytes(),
@@ -134,6 +142,9 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         config.workers = args.workers;
     }
     let api = LocalApi::new(&config);
+    let escalator = Escalator::new(&args.server, &identity.credential)?;
+    let escalations = escalator.stats().clone();
+    api.registry().set_escalator(escalator);
     let listener = std::net::TcpListener::bind(args.listen)
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
     let server = inference::serve(listener, api.clone())?;
@@ -155,7 +166,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         identity,
         trust,
         Arc::new(ApiSink(api.clone())),
-        health_source(api, clock.clone()),
+        health_source(api, escalations, clock.clone()),
         clock,
         limits,
     )?;

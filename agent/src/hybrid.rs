@@ -14,11 +14,6 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// `flotilla_served_by` of an answer the server gave.
-pub const SERVED_BY_SERVER: &str = "server";
-/// `flotilla_served_by` of a local answer given because the escalation failed.
-pub const SERVED_BY_EDGE_FALLBACK: &str = "edge_fallback";
-
 /// Whether the local outputs call for the server: some row of `policy.output` has its largest
 /// value below the threshold. An output that is missing or not floating point never escalates
 /// (the policy was validated against names, not against this model's types).

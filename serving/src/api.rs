@@ -24,7 +24,7 @@ use super::oip::{
     RequestedOutput, ResponseOutput, ResponseParameters, ServerMetadata, TensorMetadata,
 };
 use super::pool::{InferencePool, PoolError};
-use super::source::{LoadedModel, ModelSource};
+use super::source::{Escalation, LoadedModel, ModelSource};
 
 /// The header with which the binary tensor data extension announces the JSON part's length.
 const BINARY_HEADER: &str = "inference-header-content-length";
@@ -281,6 +281,27 @@ impl<S: ModelSource> OipService<S> {
         self.recorder
             .record(&loaded.name, &loaded.version, outcome, latency);
 
+        let served_by = match self.source.escalate(&loaded, &body, &outputs).await {
+            Escalation::Local => self.options.served_by,
+            Escalation::Fallback { served_by } => served_by,
+            Escalation::Answered {
+                mut body,
+                served_by,
+            } => {
+                if let Some(object) = body.as_object_mut() {
+                    let parameters = object
+                        .entry("parameters")
+                        .or_insert_with(|| serde_json::json!({}));
+                    if let Some(p) = parameters.as_object_mut() {
+                        p.insert("flotilla_served_by".into(), served_by.into());
+                    }
+                    if let Some(id) = &id {
+                        object.insert("id".into(), id.clone().into());
+                    }
+                }
+                return Ok(HttpResponse::Ok().json(body));
+            }
+        };
         let selected: Vec<&Tensor> = match &wanted {
             Some(indices) => indices.iter().filter_map(|&i| outputs.get(i)).collect(),
             None => outputs.iter().collect(),
@@ -290,7 +311,7 @@ impl<S: ModelSource> OipService<S> {
             model_version: &loaded.version,
             id,
             parameters: ResponseParameters {
-                flotilla_served_by: self.options.served_by,
+                flotilla_served_by: served_by,
             },
             outputs: selected.into_iter().map(ResponseOutput::of).collect(),
         }))

@@ -25,6 +25,6 @@ pub use api::{
 };
 pub use error::{ErrorStyle, OipError};
 pub use health::{HealthRecorder, HealthWindow, LatencyMs, ModelHealth, ModelTotals, Outcome};
-pub use oip::{parse_data, SERVED_BY_EDGE, SERVED_BY_SERVER};
+pub use oip::{parse_data, SERVED_BY_EDGE, SERVED_BY_EDGE_FALLBACK, SERVED_BY_SERVER};
 pub use pool::{InferencePool, PoolConfig, PoolError};
-pub use source::{LoadedModel, ModelSource};
+pub use source::{Escalation, LoadedModel, ModelSource};

@@ -18,6 +18,9 @@ use serde_json::{Map, Value};
 pub const SERVED_BY_EDGE: &str = "edge";
 /// The value of the `flotilla_served_by` response parameter for answers computed by the server.
 pub const SERVED_BY_SERVER: &str = "server";
+/// The value for a device's own answer to a request that should have gone to the server (hybrid
+/// inference) but got no answer from it in time.
+pub const SERVED_BY_EDGE_FALLBACK: &str = "edge_fallback";
 
 /// An inference request body.
 #[derive(Debug, Deserialize)]
@@ -82,7 +85,8 @@ pub struct InferResponse<'a> {
 /// The response parameters Flotilla sets.
 #[derive(Debug, Serialize)]
 pub struct ResponseParameters {
-    /// Where the answer was computed: [`SERVED_BY_EDGE`] or [`SERVED_BY_SERVER`].
+    /// Where the answer was computed: [`SERVED_BY_EDGE`], [`SERVED_BY_SERVER`] or
+    /// [`SERVED_BY_EDGE_FALLBACK`].
     pub flotilla_served_by: &'static str,
 }
 

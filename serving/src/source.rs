@@ -4,7 +4,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use flotilla_runtime::Model;
+use flotilla_runtime::{Model, Tensor};
 
 use super::error::OipError;
 
@@ -61,7 +61,39 @@ pub trait ModelSource: Send + Sync + 'static {
         async move { Ok(versions) }
     }
 
+    /// Hybrid inference: after the local run, whether another answer replaces it. `request` is
+    /// the client's request body. By default the local answer stands.
+    fn escalate(
+        &self,
+        _loaded: &LoadedModel,
+        _request: &[u8],
+        _outputs: &[Tensor],
+    ) -> impl Future<Output = Escalation> + Send {
+        async { Escalation::Local }
+    }
+
     /// Whether the endpoint as a whole is ready (`/v2/health/ready`); `Err` (usually
     /// [`OipError::NotReady`]) says why not.
     fn ready(&self) -> impl Future<Output = Result<(), OipError>> + Send;
+}
+
+/// What [`ModelSource::escalate`] decided.
+#[derive(Debug)]
+pub enum Escalation {
+    /// The local answer stands.
+    Local,
+    /// Another endpoint answered: this complete Open Inference Protocol response body is
+    /// returned instead, with `parameters.flotilla_served_by` set to `served_by`.
+    Answered {
+        /// The response body.
+        body: serde_json::Value,
+        /// Who answered, e.g. `server`.
+        served_by: &'static str,
+    },
+    /// The local answer stands because the escalation failed; it is marked with `served_by`
+    /// (e.g. `edge_fallback`).
+    Fallback {
+        /// The mark.
+        served_by: &'static str,
+    },
 }

@@ -4,8 +4,14 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use flotilla_protocol::agent::EscalationPolicy;
 use flotilla_runtime::Model;
-use flotilla_serving::{LoadedModel, ModelSource, OipError};
+use flotilla_runtime::Tensor;
+use flotilla_serving::{
+    Escalation, LoadedModel, ModelSource, OipError, SERVED_BY_EDGE_FALLBACK, SERVED_BY_SERVER,
+};
+
+use crate::hybrid::{needs_server, Escalator};
 
 /// The set of loaded models, one current version per name.
 ///
@@ -16,6 +22,10 @@ use flotilla_serving::{LoadedModel, ModelSource, OipError};
 #[derive(Debug, Default)]
 pub struct ModelRegistry {
     models: ArcSwap<BTreeMap<String, Arc<LoadedModel>>>,
+    /// Hybrid inference policies by model name, from the desired state.
+    policies: ArcSwap<BTreeMap<String, EscalationPolicy>>,
+    /// Who asks the server; set once the device has a credential.
+    escalator: std::sync::OnceLock<Escalator>,
 }
 
 impl ModelRegistry {
@@ -42,6 +52,23 @@ impl ModelRegistry {
             next
         });
         previous
+    }
+
+    /// Sets or clears `name`'s hybrid-inference policy.
+    pub fn set_escalation(&self, name: &str, policy: Option<EscalationPolicy>) {
+        self.policies.rcu(|current| {
+            let mut next = BTreeMap::clone(current);
+            match &policy {
+                Some(p) => next.insert(name.to_owned(), p.clone()),
+                None => next.remove(name),
+            };
+            next
+        });
+    }
+
+    /// Enables escalations (once; later calls are ignored).
+    pub fn set_escalator(&self, escalator: Escalator) {
+        let _ = self.escalator.set(escalator);
     }
 
     /// Stops serving `name`; returns the version that was being served. Requests already
@@ -100,6 +127,40 @@ impl ModelSource for ModelRegistry {
                 current.version
             ))),
             _ => Ok(current),
+        }
+    }
+
+    async fn escalate(
+        &self,
+        loaded: &LoadedModel,
+        request: &[u8],
+        outputs: &[Tensor],
+    ) -> Escalation {
+        // Cloned out: the policy map may be swapped while the server is being asked.
+        let policy = self.policies.load().get(&loaded.name).cloned();
+        let (Some(policy), Some(escalator)) = (policy, self.escalator.get()) else {
+            return Escalation::Local;
+        };
+        if !needs_server(&policy, outputs) {
+            return Escalation::Local;
+        }
+        let Ok(body) = serde_json::from_slice::<serde_json::Value>(request) else {
+            return Escalation::Local;
+        };
+        match escalator
+            .ask(&loaded.name, &loaded.version, &policy, &body)
+            .await
+        {
+            Ok(body) => Escalation::Answered {
+                body,
+                served_by: SERVED_BY_SERVER,
+            },
+            Err(e) => {
+                tracing::debug!(model = %loaded.name, error = %e, "escalation failed; answering locally");
+                Escalation::Fallback {
+                    served_by: SERVED_BY_EDGE_FALLBACK,
+                }
+            }
         }
     }
 
