@@ -134,9 +134,13 @@ impl Escalator {
     }
 }
 
-/// Escalation counts and round-trip latency per local model version, since the last window.
+/// Escalation counts and round-trip latency per local model version, since the last window,
+/// and totals since start (for `/metrics`).
 #[derive(Clone, Default)]
-pub struct EscalationStats(Arc<Mutex<BTreeMap<(String, String), Counts>>>);
+pub struct EscalationStats {
+    window: Arc<Mutex<BTreeMap<(String, String), Counts>>>,
+    totals: Arc<Mutex<BTreeMap<(String, String), (u64, u64)>>>,
+}
 
 struct Counts {
     escalations: u64,
@@ -158,7 +162,16 @@ pub struct EscalationWindow {
 
 impl EscalationStats {
     fn record(&self, model: &str, version: &str, answered_in: Option<Duration>) {
-        let Ok(mut map) = self.0.lock() else {
+        if let Ok(mut totals) = self.totals.lock() {
+            let t = totals
+                .entry((model.to_owned(), version.to_owned()))
+                .or_default();
+            match answered_in {
+                Some(_) => t.0 += 1,
+                None => t.1 += 1,
+            }
+        }
+        let Ok(mut map) = self.window.lock() else {
             return;
         };
         let counts = map
@@ -181,9 +194,17 @@ impl EscalationStats {
         }
     }
 
+    /// Since start, per (model, version): (answered by the server, fell back).
+    pub fn totals(&self) -> Vec<((String, String), (u64, u64))> {
+        self.totals
+            .lock()
+            .map(|t| t.iter().map(|(k, v)| (k.clone(), *v)).collect())
+            .unwrap_or_default()
+    }
+
     /// Takes the counts since the last call, per (model, version).
     pub fn take_window(&self) -> BTreeMap<(String, String), EscalationWindow> {
-        let Ok(mut map) = self.0.lock() else {
+        let Ok(mut map) = self.window.lock() else {
             return BTreeMap::new();
         };
         std::mem::take(&mut *map)
@@ -274,5 +295,10 @@ mod tests {
         let w = &window[&("fraud".to_owned(), "1.0.0".to_owned())];
         assert_eq!((w.escalations, w.fallbacks, w.latency_ms), (1, 1, None));
         assert!(e.stats().take_window().is_empty(), "taking resets");
+        assert_eq!(
+            e.stats().totals(),
+            [(("fraud".to_owned(), "1.0.0".to_owned()), (0, 1))],
+            "totals do not"
+        );
     }
 }

@@ -16,12 +16,18 @@ use std::time::{Duration, Instant};
 const MARKER: &str = ".flotilla-demo";
 const MODEL: &str = "fraud";
 const SELECTOR: &str = "demo=true";
+/// The hybrid agent's extra label, and the deployment that gives it an escalation policy.
+const HYBRID_LABEL: &str = "mode=hybrid";
+const HYBRID_SELECTOR: &str = "demo=true,mode=hybrid";
+/// Between the sample rows' confidences under fraud 1.0.0, so some rows escalate and some not.
+const HYBRID_THRESHOLD: f64 = 0.72;
 /// Largest difference from onnxruntime's recorded output that still counts as the same answer.
 const TOLERANCE: f64 = 1e-4;
 
 /// One agent process of the demo.
 struct Agent {
     name: String,
+    hybrid: bool,
     addr: SocketAddr,
     log: PathBuf,
     child: Child,
@@ -108,9 +114,21 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         Some(json!({"model": MODEL, "version": FRAUD[0].version, "selector": SELECTOR})),
     )
     .await?;
+    api.call(
+        Method::PUT,
+        "/api/v1/deployments",
+        Some(
+            json!({"model": MODEL, "version": FRAUD[0].version, "selector": HYBRID_SELECTOR,
+                    "escalation": {"output": "probabilities", "threshold": HYBRID_THRESHOLD,
+                                   "server_model": MODEL, "server_version": FRAUD[1].version,
+                                   "timeout_ms": 1000}}),
+        ),
+    )
+    .await?;
     println!(
-        "  [4/6] deployed   {MODEL}@{} to devices labelled {SELECTOR}",
-        FRAUD[0].version
+        "  [4/6] deployed   {MODEL}@{} to devices labelled {SELECTOR}; on {HYBRID_SELECTOR}, \
+         inputs with confidence below {HYBRID_THRESHOLD} escalate to the server's {MODEL}@{}",
+        FRAUD[0].version, FRAUD[1].version
     );
 
     let enrollment = api
@@ -157,7 +175,32 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let fleet = wait_for_reports(&api, agents.0.len(), deadline).await?;
     println!("         the server sees {fleet}");
 
-    print_next_steps(&base, &token, &dir, &agents.0, &cases)?;
+    // The other two paradigms: the server answers itself, and a hybrid device escalates.
+    let inference_token = api
+        .call(
+            Method::POST,
+            "/api/v1/tokens",
+            Some(json!({"name": "demo-inference", "role": "inference"})),
+        )
+        .await?["token"]
+        .as_str()
+        .context("inference token in the answer")?
+        .to_owned();
+    let server_cases = publish::expected(FRAUD[1].file)?["cases"].clone();
+    let matched = check_server(&http, &base, &inference_token, &server_cases).await?;
+    println!(
+        "         server     {base}/v2/models/{MODEL}/versions/{}  {matched} cases match",
+        FRAUD[1].version
+    );
+    if let Some(hybrid) = agents.0.iter().find(|a| a.hybrid) {
+        let (escalated, rows) = check_hybrid(&http, hybrid, &cases, &server_cases).await?;
+        println!(
+            "         hybrid     {}: {escalated} of {rows} inputs escalated to the server and answered by it, the rest on the device",
+            hybrid.name
+        );
+    }
+
+    print_next_steps(&base, &token, &inference_token, &dir, &agents.0, &cases)?;
     // The server stops itself on the same signal, but waits for open requests: the agents'
     // long-polls end only when the agents do, so they go first.
     shutdown_signal().await;
@@ -240,6 +283,8 @@ fn start_agents(
     let mut agents = Vec::new();
     for i in 0..args.agents {
         let name = format!("demo-{}", i + 1);
+        // The last agent of three or more runs the hybrid policy.
+        let hybrid = args.agents >= 3 && i + 1 == args.agents;
         let addr = agent_addr(args, i)?;
         let log = dir.join("agents").join(format!("{name}.log"));
         let out = std::fs::File::create(&log)?;
@@ -253,6 +298,11 @@ fn start_agents(
             .arg(trust_root)
             .args(["--listen", &addr.to_string(), "--name", &name])
             .args(["--workers", "1"])
+            .args(if hybrid {
+                vec!["--label", HYBRID_LABEL]
+            } else {
+                Vec::new()
+            })
             .stdin(Stdio::piped())
             .stdout(out.try_clone()?)
             .stderr(out)
@@ -260,6 +310,7 @@ fn start_agents(
             .with_context(|| format!("starting agent {name}"))?;
         agents.push(Agent {
             name,
+            hybrid,
             addr,
             log,
             child,
@@ -359,6 +410,90 @@ pub fn same_outputs(expected: &Value, actual: &Value) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Asks the server itself (server-based inference, with an `inference` token).
+async fn check_server(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    cases: &Value,
+) -> anyhow::Result<usize> {
+    let cases = cases.as_array().context("recorded cases")?;
+    for (i, case) in cases.iter().enumerate() {
+        let answer: Value = http
+            .post(format!(
+                "{base}/v2/models/{MODEL}/versions/{}/infer",
+                FRAUD[1].version
+            ))
+            .bearer_auth(token)
+            .json(&json!({ "inputs": case["inputs"] }))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        same_outputs(&case["outputs"], &answer["outputs"])
+            .with_context(|| format!("the server answered case {i} wrongly"))?;
+    }
+    Ok(cases.len())
+}
+
+/// Sends each recorded row alone to the hybrid agent: rows the device is unsure about must come
+/// back from the server (its model's answer), the others from the device.
+async fn check_hybrid(
+    http: &reqwest::Client,
+    agent: &Agent,
+    local_cases: &Value,
+    server_cases: &Value,
+) -> anyhow::Result<(usize, usize)> {
+    let (mut escalated, mut rows) = (0, 0);
+    let pairs = local_cases
+        .as_array()
+        .context("cases")?
+        .iter()
+        .zip(server_cases.as_array().context("cases")?);
+    for (local, server) in pairs {
+        let features = local["inputs"][0]["data"].as_array().context("inputs")?;
+        let (lo, so) = (
+            local["outputs"][0]["data"].as_array().context("outputs")?,
+            server["outputs"][0]["data"].as_array().context("outputs")?,
+        );
+        for i in 0..features.len() / 8 {
+            let row = |o: &[Value]| json!([{"name": "probabilities", "shape": [1, 2], "data": o[i * 2..i * 2 + 2]}]);
+            let (want_local, want_server) = (row(lo), row(so));
+            let confidence = lo[i * 2..i * 2 + 2]
+                .iter()
+                .filter_map(Value::as_f64)
+                .fold(f64::MIN, f64::max);
+            let answer: Value = http
+                .post(format!("http://{}/v2/models/{MODEL}/infer", agent.addr))
+                .json(&json!({"inputs": [{"name": "features", "datatype": "FP32",
+                                          "shape": [1, 8], "data": features[i * 8..i * 8 + 8]}]}))
+                .send()
+                .await?
+                .error_for_status()?
+                .json()
+                .await?;
+            let by = answer["parameters"]["flotilla_served_by"].as_str();
+            let unsure = confidence < HYBRID_THRESHOLD;
+            let (want_by, want) = if unsure {
+                (Some("server"), &want_server)
+            } else {
+                (Some("edge"), &want_local)
+            };
+            anyhow::ensure!(
+                by == want_by,
+                "hybrid agent {}: row {rows} (confidence {confidence:.3}) was served by {by:?}, expected {want_by:?}",
+                agent.name
+            );
+            same_outputs(want, &answer["outputs"])
+                .with_context(|| format!("hybrid agent {} row {rows}", agent.name))?;
+            escalated += usize::from(unsure);
+            rows += 1;
+        }
+    }
+    Ok((escalated, rows))
+}
+
 /// Waits until the server has every agent's report of the model active, and describes it.
 async fn wait_for_reports(api: &Api, agents: usize, deadline: Instant) -> anyhow::Result<String> {
     loop {
@@ -392,9 +527,32 @@ async fn wait_for_reports(api: &Api, agents: usize, deadline: Instant) -> anyhow
     }
 }
 
+/// A one-row request the device is unsure about (confidence below the hybrid threshold).
+fn unsure_row(cases: &Value) -> Option<String> {
+    for case in cases.as_array()? {
+        let features = case["inputs"][0]["data"].as_array()?;
+        let out = case["outputs"][0]["data"].as_array()?;
+        for i in 0..features.len() / 8 {
+            let confidence = out[i * 2..i * 2 + 2]
+                .iter()
+                .filter_map(Value::as_f64)
+                .fold(f64::MIN, f64::max);
+            if confidence < HYBRID_THRESHOLD {
+                return Some(
+                    json!({"inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 8],
+                                       "data": features[i * 8..i * 8 + 8]}]})
+                    .to_string(),
+                );
+            }
+        }
+    }
+    None
+}
+
 fn print_next_steps(
     base: &str,
     token: &str,
+    inference_token: &str,
     dir: &Path,
     agents: &[Agent],
     cases: &Value,
@@ -412,10 +570,30 @@ fn print_next_steps(
     );
     println!("       -d '{body}'");
     println!();
+    println!("  # ask the server itself (server-based), with an inference-only token");
+    println!(
+        "  curl -s {base}/v2/models/{MODEL}/versions/{}/infer -H 'authorization: Bearer {inference_token}' \\",
+        FRAUD[1].version
+    );
+    println!("       -H 'content-type: application/json' -d '{body}'");
+    if let Some(hybrid) = agents.iter().find(|a| a.hybrid) {
+        println!();
+        println!(
+            "  # a hybrid agent: unsure inputs come back with \"flotilla_served_by\": \"server\""
+        );
+        let unsure = unsure_row(cases).unwrap_or_else(|| body.clone());
+        println!(
+            "  curl -s http://{}/v2/models/{MODEL}/infer -H 'content-type: application/json' \\",
+            hybrid.addr
+        );
+        println!("       -d '{unsure}'");
+    }
+    println!();
     println!("  # the operator's view, with the flotilla CLI");
     println!("  export FLOTILLA_URL={base} FLOTILLA_TOKEN={token}");
     println!("  cargo run -q -p flotilla-cli -- devices ls");
     println!("  cargo run -q -p flotilla-cli -- models show {MODEL}");
+    println!("  cargo run -q -p flotilla-cli -- placement {MODEL}      # edge vs server, measured");
     println!();
     println!("  # hot-swap every agent to 1.1.0 (no request fails), then look again");
     println!("  cargo run -q -p flotilla-cli -- deploy {MODEL}@1.1.0 --selector {SELECTOR}");

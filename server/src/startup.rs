@@ -134,6 +134,11 @@ impl Application {
         self.bootstrap_secret.as_deref()
     }
 
+    /// A handle that stops the server (tests stop it to play an outage).
+    pub fn handle(&self) -> actix_web::dev::ServerHandle {
+        self.server.handle()
+    }
+
     /// The store, for tests that look behind the API.
     pub fn store(&self) -> Arc<dyn Store> {
         self.store.clone()

@@ -63,6 +63,7 @@ pub(crate) struct Fleet {
     pub(crate) client: reqwest::Client,
     pub(crate) publisher: SigningKey,
     pub(crate) app_store: Arc<dyn flotilla_server::store::Store>,
+    server: actix_web::dev::ServerHandle,
     _data: tempfile::TempDir,
 }
 
@@ -79,6 +80,7 @@ impl Fleet {
         let base = format!("http://127.0.0.1:{}", app.port());
         let admin = app.bootstrap_secret().unwrap().to_owned();
         let app_store = app.store();
+        let server = app.handle();
         tokio::spawn(app.run_until_stopped());
         let fleet = Self {
             base,
@@ -86,6 +88,7 @@ impl Fleet {
             client: reqwest::Client::new(),
             publisher: SigningKey::generate(&mut rand::rngs::OsRng),
             app_store,
+            server,
             _data: data,
         };
         let pem = fleet.publisher.public_key().to_pem();
@@ -204,6 +207,11 @@ impl Fleet {
             DownloadLimits::default(),
         )
         .unwrap()
+    }
+
+    /// Stops the server at once, as an outage would (open connections are dropped).
+    pub(crate) async fn stop(&self) {
+        self.server.stop(false).await;
     }
 
     /// A one-use enrollment token whose devices get `site=a` (what [`Fleet::deploy`] targets).

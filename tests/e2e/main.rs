@@ -6,4 +6,5 @@ mod agent_sync;
 mod cli;
 mod demo;
 mod fleet;
+mod hybrid;
 mod server;

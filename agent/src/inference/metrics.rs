@@ -37,6 +37,24 @@ pub fn render(registry: &ModelRegistry, pool: &InferencePool, recorder: &HealthR
             escape(&loaded.version)
         );
     }
+
+    let name = "flotilla_agent_escalations_total";
+    header(
+        &mut out,
+        name,
+        "Requests sent to the server by hybrid inference: answered by it, or answered locally after it failed.",
+        "counter",
+    );
+    for ((model, version), (answered, fallback)) in registry.escalation_totals() {
+        for (outcome, n) in [("answered", answered), ("fallback", fallback)] {
+            let _ = writeln!(
+                out,
+                "{name}{{model=\"{}\",version=\"{}\",outcome=\"{outcome}\"}} {n}",
+                escape(&model),
+                escape(&version)
+            );
+        }
+    }
     out
 }
 

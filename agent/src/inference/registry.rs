@@ -66,6 +66,14 @@ impl ModelRegistry {
         });
     }
 
+    /// Escalations since start per (model, version): (answered by the server, fell back).
+    pub fn escalation_totals(&self) -> Vec<((String, String), (u64, u64))> {
+        self.escalator
+            .get()
+            .map(|e| e.stats().totals())
+            .unwrap_or_default()
+    }
+
     /// Enables escalations (once; later calls are ignored).
     pub fn set_escalator(&self, escalator: Escalator) {
         let _ = self.escalator.set(escalator);

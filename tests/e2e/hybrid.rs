@@ -1,0 +1,207 @@
+//! Hybrid inference end to end: a real server, the agent binary with an escalation policy.
+//! Exactly the inputs the device is unsure about go to the server's model (counted by the agent
+//! and by the server), and with the server gone the device still answers every request.
+
+use flotilla_e2e::{expected_model, free_port, outputs_match};
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+use crate::agent_process::{start_agent, wait_serving, write_trust_root};
+use crate::fleet::Fleet;
+
+/// Threshold between the sample rows' confidences under fraud 1.0.0 (none is within 0.01).
+const THRESHOLD: f64 = 0.72;
+
+/// Every recorded row of the fraud model as a one-row request, with 1.0.0's (the device's) and
+/// 1.1.0's (the server's) answers.
+fn rows() -> Vec<(Value, Value, Value)> {
+    let local = expected_model("fraud-1.0.0.onnx");
+    let server = expected_model("fraud-1.1.0.onnx");
+    let mut rows = Vec::new();
+    for (lc, sc) in local["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(server["cases"].as_array().unwrap())
+    {
+        assert_eq!(lc["inputs"], sc["inputs"]);
+        let features = lc["inputs"][0]["data"].as_array().unwrap();
+        let lo = lc["outputs"][0]["data"].as_array().unwrap();
+        let so = sc["outputs"][0]["data"].as_array().unwrap();
+        for i in 0..features.len() / 8 {
+            let request = json!({"inputs": [{"name": "features", "datatype": "FP32",
+                "shape": [1, 8], "data": features[i * 8..i * 8 + 8]}]});
+            let one = |o: &[Value]| {
+                json!([{"name": "probabilities", "datatype": "FP32", "shape": [1, 2],
+                        "data": o[i * 2..i * 2 + 2]}])
+            };
+            rows.push((request, one(lo), one(so)));
+        }
+    }
+    rows
+}
+
+fn confidence(outputs: &Value) -> f64 {
+    outputs[0]["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .fold(f64::MIN, f64::max)
+}
+
+async fn metric(http: &reqwest::Client, url: &str, line_start: &str) -> f64 {
+    let text = http.get(url).send().await.unwrap().text().await.unwrap();
+    text.lines()
+        .find(|l| l.starts_with(line_start))
+        .and_then(|l| l.rsplit(' ').next())
+        .map_or(0.0, |v| v.parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_unsure_inputs_reach_the_server_and_its_absence_costs_no_answer() {
+    let fleet = Fleet::start().await;
+    fleet.publish("fraud-1.0.0.onnx", "1.0.0", Some(1)).await;
+    fleet.publish("fraud-1.1.0.onnx", "1.1.0", Some(2)).await;
+    fleet
+        .call(
+            "PUT",
+            "/api/v1/deployments",
+            json!({"model": "fraud", "version": "1.0.0", "selector": "site=a",
+                   "escalation": {"output": "probabilities", "threshold": THRESHOLD,
+                                  "server_model": "fraud", "server_version": "1.1.0",
+                                  "timeout_ms": 5000}}),
+            201,
+        )
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let trust = write_trust_root(&fleet, dir.path()).await;
+    let port = free_port();
+    let token = fleet.enrollment_token().await;
+    let _agent = start_agent(
+        &fleet,
+        &dir.path().join("state"),
+        &trust,
+        port,
+        Some(&token),
+    );
+    let http = reqwest::Client::new();
+    wait_serving(&http, port, Duration::from_secs(60)).await;
+    // The policy arrives with the same desired state as the model, but make sure before
+    // counting: an unsure row must come back from the server.
+    let rows = rows();
+    let unsure: Vec<bool> = rows.iter().map(|r| confidence(&r.1) < THRESHOLD).collect();
+    let expected_escalations = unsure.iter().filter(|&&u| u).count();
+    assert!(expected_escalations > 0 && expected_escalations < rows.len());
+    let infer = format!("http://127.0.0.1:{port}/v2/models/fraud/infer");
+    let agent_metrics = format!("http://127.0.0.1:{port}/metrics");
+    let server_served = format!("{}/api/v1/placement?model=fraud", fleet.base);
+    let before = metric(
+        &http,
+        &agent_metrics,
+        "flotilla_agent_escalations_total{model=\"fraud\",version=\"1.0.0\",outcome=\"answered\"}",
+    )
+    .await;
+    assert_eq!(before, 0.0);
+
+    for ((request, local, server), unsure) in rows.iter().zip(&unsure) {
+        let answer: Value = http
+            .post(&infer)
+            .json(request)
+            .send()
+            .await
+            .unwrap()
+            .error_for_status()
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let served_by = answer["parameters"]["flotilla_served_by"].as_str().unwrap();
+        if *unsure {
+            assert_eq!(served_by, "server", "{answer}");
+            assert_eq!(answer["model_version"], "1.1.0");
+            outputs_match(server, &answer["outputs"]).unwrap();
+        } else {
+            assert_eq!(served_by, "edge", "{answer}");
+            assert_eq!(answer["model_version"], "1.0.0");
+            outputs_match(local, &answer["outputs"]).unwrap();
+        }
+    }
+    // Counted on the device ...
+    let answered = metric(
+        &http,
+        &agent_metrics,
+        "flotilla_agent_escalations_total{model=\"fraud\",version=\"1.0.0\",outcome=\"answered\"}",
+    )
+    .await;
+    assert_eq!(answered, expected_escalations as f64);
+    // ... and on the server, which served 1.1.0 exactly that often.
+    let placement: Value = http
+        .get(&server_served)
+        .bearer_auth(&fleet.admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let served = placement["server"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["version"] == "1.1.0")
+        .map_or(0, |r| r["inferences"].as_u64().unwrap());
+    assert_eq!(served, expected_escalations as u64, "{placement}");
+
+    // The device reports its escalations in its health window (the latest one is shown).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let devices = fleet.call("GET", "/api/v1/devices", Value::Null, 200).await;
+        let health = &devices["devices"][0]["health"];
+        let reported = health["models"]
+            .as_array()
+            .and_then(|m| m.iter().find(|m| m["model"] == "fraud"))
+            .map_or(0, |m| m["escalations"].as_u64().unwrap_or(0));
+        if reported > 0 {
+            // A report may fall between two requests and split them over two windows.
+            assert!(reported <= expected_escalations as u64, "{health}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no escalations reported: {devices}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // The server goes away: every request is still answered, by the device.
+    fleet.stop().await;
+    for ((request, local, _), unsure) in rows.iter().zip(&unsure) {
+        let answer: Value = http
+            .post(&infer)
+            .json(request)
+            .send()
+            .await
+            .unwrap()
+            .error_for_status()
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let served_by = answer["parameters"]["flotilla_served_by"].as_str().unwrap();
+        assert_eq!(
+            served_by,
+            if *unsure { "edge_fallback" } else { "edge" },
+            "{answer}"
+        );
+        assert_eq!(answer["model_version"], "1.0.0");
+        outputs_match(local, &answer["outputs"]).unwrap();
+    }
+    let fallbacks = metric(
+        &http,
+        &agent_metrics,
+        "flotilla_agent_escalations_total{model=\"fraud\",version=\"1.0.0\",outcome=\"fallback\"}",
+    )
+    .await;
+    assert_eq!(fallbacks, expected_escalations as f64);
+}
