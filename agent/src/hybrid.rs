@@ -138,9 +138,12 @@ impl Escalator {
 /// and totals since start (for `/metrics`).
 #[derive(Clone, Default)]
 pub struct EscalationStats {
-    window: Arc<Mutex<BTreeMap<(String, String), Counts>>>,
-    totals: Arc<Mutex<BTreeMap<(String, String), (u64, u64)>>>,
+    window: Arc<Mutex<BTreeMap<ModelVersion, Counts>>>,
+    totals: Arc<Mutex<BTreeMap<ModelVersion, (u64, u64)>>>,
 }
+
+/// (model, version).
+type ModelVersion = (String, String);
 
 struct Counts {
     escalations: u64,
