@@ -229,6 +229,8 @@ pub async fn yank_version(
     };
     let model = registry::model(state.store.as_ref(), &name).await?;
     let v = registry::yank(state.store.as_ref(), &model, &version, &reason, Utc::now()).await?;
+    // Yanked versions are no longer served; free this replica's loaded copy now.
+    state.inference.forget(&v.model_name, &v.version);
     audit_detail(
         &req,
         json!({"model": v.model_name, "version": v.version, "reason": reason}),
