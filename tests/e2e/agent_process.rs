@@ -12,7 +12,13 @@ use std::time::{Duration, Instant};
 use crate::fleet::Fleet;
 
 /// Starts the agent binary; `enroll` only on its first start.
-fn start_agent(fleet: &Fleet, dir: &Path, trust: &Path, port: u16, enroll: Option<&str>) -> Proc {
+pub(crate) fn start_agent(
+    fleet: &Fleet,
+    dir: &Path,
+    trust: &Path,
+    port: u16,
+    enroll: Option<&str>,
+) -> Proc {
     let mut cmd = Command::new(fresh_binary("flotilla-agent", "flotilla-agent"));
     cmd.args(["--server", &fleet.base])
         .arg("--state-dir")
@@ -28,7 +34,7 @@ fn start_agent(fleet: &Fleet, dir: &Path, trust: &Path, port: u16, enroll: Optio
     Proc::spawn(cmd)
 }
 
-async fn write_trust_root(fleet: &Fleet, dir: &Path) -> std::path::PathBuf {
+pub(crate) async fn write_trust_root(fleet: &Fleet, dir: &Path) -> std::path::PathBuf {
     let path = dir.join("trust-root.json");
     std::fs::write(
         &path,
@@ -39,7 +45,7 @@ async fn write_trust_root(fleet: &Fleet, dir: &Path) -> std::path::PathBuf {
 }
 
 /// Waits until the agent answers inference for `fraud`, and returns the answering version.
-async fn wait_serving(http: &reqwest::Client, port: u16, within: Duration) -> String {
+pub(crate) async fn wait_serving(http: &reqwest::Client, port: u16, within: Duration) -> String {
     let deadline = Instant::now() + within;
     let case = &expected_model("fraud-1.0.0.onnx")["cases"][0];
     loop {

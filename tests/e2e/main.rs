@@ -7,3 +7,4 @@ mod cli;
 mod demo;
 mod fleet;
 mod server;
+mod server_inference;
