@@ -91,18 +91,15 @@ impl PublishedModels {
             return self.baseline(&model).await;
         };
         // Stored versions are canonical semver; anything else cannot name one.
-        let canonical = semver::Version::parse(version)
-            .map(|v| v.to_string())
-            .unwrap_or_default();
-        let record = self
-            .store
-            .get_version(model.id, &canonical)
-            .await
-            .map_err(store_error)?
-            .filter(|_| !canonical.is_empty())
-            .ok_or_else(|| {
-                OipError::NotFound(format!("model `{name}` has no version `{version}`"))
-            })?;
+        let record = match semver::Version::parse(version) {
+            Ok(canonical) => self
+                .store
+                .get_version(model.id, &canonical.to_string())
+                .await
+                .map_err(store_error)?,
+            Err(_) => None,
+        }
+        .ok_or_else(|| OipError::NotFound(format!("model `{name}` has no version `{version}`")))?;
         if record.yanked_at.is_some() {
             return Err(OipError::NotFound(format!(
                 "model `{name}` version `{version}` is yanked and no longer served{}",

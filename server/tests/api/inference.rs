@@ -663,6 +663,32 @@ async fn a_small_cache_evicts_the_least_recently_used_model_and_reloads_it() {
     assert!(text.contains("flotilla_http_requests_total"), "{text}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_first_requests_load_the_model_once() {
+    let app = spawn_app(Db::Sqlite).await;
+    app.with_samples().await;
+    let token = app.token_with_role("scoring-app", "inference").await;
+    let body = case_body("vision-cnn-1.0.0.onnx", 0);
+    let requests = (0..8).map(|_| app.infer(Some(&token), "/v2/models/vision-cnn/infer", &body));
+    for res in futures_util::future::join_all(requests).await {
+        assert_eq!(res.status(), 200);
+        assert_answers(&res.json().await.unwrap(), "vision-cnn-1.0.0.onnx", 0);
+    }
+    let text = app.metrics().await;
+    assert_eq!(
+        metric(&text, "flotilla_server_inference_cache_loads_total"),
+        1.0
+    );
+    assert_eq!(
+        metric(&text, "flotilla_server_inference_cache_misses_total"),
+        1.0
+    );
+    assert_eq!(
+        metric(&text, "flotilla_server_inference_cache_hits_total"),
+        7.0
+    );
+}
+
 #[tokio::test]
 async fn only_bytes_that_hash_to_the_published_digest_are_served() {
     let app = spawn_app(Db::Sqlite).await;
