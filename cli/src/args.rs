@@ -283,7 +283,7 @@ pub enum TokensCommand {
         /// Who or what uses it.
         #[arg(long)]
         name: String,
-        /// admin, publisher, operator or viewer.
+        /// admin, publisher, operator, viewer or inference.
         #[arg(long, value_parser = parse_role)]
         role: Role,
         /// Lifetime, e.g. 30d, 12h, 90min [default: never expires].

@@ -5,7 +5,8 @@ use std::fmt;
 use std::str::FromStr;
 
 /// What an API token may do. Roles are not a strict ladder: a publisher uploads models, an
-/// operator moves devices between versions, and only an admin manages tokens and keys.
+/// operator moves devices between versions, an inference client only asks models for answers,
+/// and only an admin manages tokens and keys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
@@ -18,11 +19,19 @@ pub enum Role {
     Operator,
     /// Reads everything that is not a secret.
     Viewer,
+    /// Runs inference on the server's models and reads model metadata; nothing else.
+    Inference,
 }
 
 impl Role {
     /// All roles.
-    pub const ALL: [Role; 4] = [Role::Admin, Role::Publisher, Role::Operator, Role::Viewer];
+    pub const ALL: [Role; 5] = [
+        Role::Admin,
+        Role::Publisher,
+        Role::Operator,
+        Role::Viewer,
+        Role::Inference,
+    ];
 
     /// The role as written on the wire and in the database.
     pub fn as_str(self) -> &'static str {
@@ -31,6 +40,7 @@ impl Role {
             Role::Publisher => "publisher",
             Role::Operator => "operator",
             Role::Viewer => "viewer",
+            Role::Inference => "inference",
         }
     }
 }
@@ -43,7 +53,7 @@ impl fmt::Display for Role {
 
 /// A role name that is not one of [`Role::ALL`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown role `{0}` (expected admin, publisher, operator or viewer)")]
+#[error("unknown role `{0}` (expected admin, publisher, operator, viewer or inference)")]
 pub struct UnknownRole(pub String);
 
 impl FromStr for Role {

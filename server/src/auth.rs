@@ -49,6 +49,10 @@ pub fn shown_prefix(secret: &str) -> String {
 pub enum Permission {
     /// Read models, devices, rollouts (not secrets, not the audit log).
     Read,
+    /// Read models and their versions (the part of [`Permission::Read`] inference clients get).
+    ReadModels,
+    /// Run inference on the server's models (`/v2`).
+    Infer,
     /// Create, list and revoke API tokens.
     ManageTokens,
     /// Read the audit log.
@@ -65,7 +69,9 @@ impl Permission {
     /// Whether `role` grants this permission.
     pub fn granted_to(self, role: Role) -> bool {
         match self {
-            Permission::Read => true,
+            Permission::Read => role != Role::Inference,
+            Permission::ReadModels => true,
+            Permission::Infer => matches!(role, Role::Admin | Role::Operator | Role::Inference),
             Permission::ManageTokens | Permission::ReadAudit | Permission::ManageKeys => {
                 role == Role::Admin
             }
@@ -77,6 +83,8 @@ impl Permission {
     fn describe(self) -> &'static str {
         match self {
             Permission::Read => "read",
+            Permission::ReadModels => "read models",
+            Permission::Infer => "run inference (admin, operator or inference)",
             Permission::ManageTokens => "manage API tokens (admin)",
             Permission::ReadAudit => "read the audit log (admin)",
             Permission::ManageKeys => "manage publisher keys (admin)",
@@ -200,7 +208,8 @@ mod tests {
     fn role_permissions() {
         use Permission::*;
         for role in Role::ALL {
-            assert!(Read.granted_to(role));
+            assert!(ReadModels.granted_to(role));
+            assert_eq!(Read.granted_to(role), role != Role::Inference);
         }
         assert!(ManageTokens.granted_to(Role::Admin));
         assert!(!ManageTokens.granted_to(Role::Operator));
@@ -210,6 +219,15 @@ mod tests {
         assert!(Operate.granted_to(Role::Operator));
         assert!(!Operate.granted_to(Role::Publisher));
         assert!(!Operate.granted_to(Role::Viewer));
+        assert!(Infer.granted_to(Role::Admin));
+        assert!(Infer.granted_to(Role::Operator));
+        assert!(Infer.granted_to(Role::Inference));
+        assert!(!Infer.granted_to(Role::Viewer));
+        assert!(!Infer.granted_to(Role::Publisher));
+        // An inference token does nothing but infer and read models.
+        for permission in [ManageTokens, ReadAudit, ManageKeys, Publish, Operate] {
+            assert!(!permission.granted_to(Role::Inference), "{permission:?}");
+        }
     }
 }
 
@@ -281,6 +299,39 @@ impl FromRequest for ArtifactReader {
                     .await?
                     .require(Permission::Read)
                     .map(|_| ArtifactReader)
+            }
+        })
+    }
+}
+
+/// Someone allowed to run inference on the server's models: an API token whose role grants
+/// [`Permission::Infer`], or an active device (agents escalate hard inputs to the server).
+#[derive(Debug, Clone)]
+pub enum InferenceCaller {
+    /// An API token.
+    Token(Principal),
+    /// An enrolled, active device.
+    Device(Box<DevicePrincipal>),
+}
+
+impl FromRequest for InferenceCaller {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, Self::Error>>>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let req = req.clone();
+        Box::pin(async move {
+            let is_device = bearer(&req)
+                .map(|t| t.starts_with(crate::domain::fleet::DEVICE_PREFIX))
+                .unwrap_or(false);
+            if is_device {
+                authenticate_device(req)
+                    .await
+                    .map(|device| InferenceCaller::Device(Box::new(device)))
+            } else {
+                let principal = authenticate(req).await?;
+                principal.require(Permission::Infer)?;
+                Ok(InferenceCaller::Token(principal))
             }
         })
     }

@@ -115,6 +115,14 @@ pub struct Settings {
     pub poll_interval_secs: u64,
     /// Longest a desired-state long-poll is held open, in seconds.
     pub max_long_poll_secs: u64,
+    /// Memory budget of the inference cache (loaded model versions), in bytes; each version
+    /// counts as an estimate from its file size (see docs/inference.md).
+    pub inference_cache_bytes: u64,
+    /// Inference jobs running at once; the number of cores when 0. Four times as many requests
+    /// may wait for a worker before the server answers 503.
+    pub inference_workers: usize,
+    /// Largest inference request body accepted, in bytes (after decompression).
+    pub max_inference_body_bytes: usize,
 }
 
 fn ser_secret_opt<S: serde::Serializer>(v: &Option<SecretString>, s: S) -> Result<S::Ok, S::Error> {
@@ -144,6 +152,9 @@ impl Default for Settings {
             db_max_connections: 16,
             poll_interval_secs: 30,
             max_long_poll_secs: 60,
+            inference_cache_bytes: 512 * 1024 * 1024,
+            inference_workers: 0,
+            max_inference_body_bytes: flotilla_serving::DEFAULT_BODY_LIMIT,
         }
     }
 }
@@ -166,6 +177,9 @@ const ENV_KEYS: &[&str] = &[
     "db_max_connections",
     "poll_interval_secs",
     "max_long_poll_secs",
+    "inference_cache_bytes",
+    "inference_workers",
+    "max_inference_body_bytes",
 ];
 
 /// A configuration that cannot be used.
@@ -219,9 +233,9 @@ impl Settings {
                 "tls_cert and tls_key must be given together".into(),
             ));
         }
-        if self.max_json_body_bytes < 1024 {
+        if self.max_json_body_bytes < 1024 || self.max_inference_body_bytes < 1024 {
             return Err(ConfigError::Inconsistent(
-                "max_json_body_bytes must be at least 1024".into(),
+                "max_json_body_bytes and max_inference_body_bytes must be at least 1024".into(),
             ));
         }
         if self.poll_interval_secs == 0 || self.max_long_poll_secs == 0 {
@@ -368,6 +382,33 @@ mod tests {
             let s = Settings::load(&f).unwrap();
             assert_eq!(s.listen.to_string(), "127.0.0.1:8080");
             assert_eq!(s.max_artifact_bytes, 8 * 1024 * 1024 * 1024);
+            // The example shows the defaults.
+            let defaults = Settings::default();
+            assert_eq!(s.inference_cache_bytes, defaults.inference_cache_bytes);
+            assert_eq!(s.inference_workers, defaults.inference_workers);
+            assert_eq!(
+                s.max_inference_body_bytes,
+                defaults.max_inference_body_bytes
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn inference_settings_come_from_file_and_env() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "f.toml",
+                "inference_cache_bytes = 1048576\ninference_workers = 3\n",
+            )?;
+            jail.set_env("FLOTILLA_INFERENCE_WORKERS", "5");
+            let mut f = flags();
+            f.config = Some("f.toml".into());
+            let s = Settings::load(&f).unwrap();
+            assert_eq!(s.inference_cache_bytes, 1024 * 1024);
+            assert_eq!(s.inference_workers, 5, "env beats file");
+            jail.set_env("FLOTILLA_MAX_INFERENCE_BODY_BYTES", "10");
+            assert!(Settings::load(&f).is_err());
             Ok(())
         });
     }

@@ -6,6 +6,7 @@ pub mod blob;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod inference;
 pub mod middleware;
 pub mod openapi;
 pub mod routes;

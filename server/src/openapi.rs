@@ -6,12 +6,22 @@ use utoipa::{Modify, OpenApi};
 use utoipa_actix_web::scope;
 use utoipa_actix_web::service_config::ServiceConfig;
 
-use crate::routes::{agent, artifacts, audit, devices, health, keys, models, tokens};
+use crate::routes::{agent, artifacts, audit, devices, health, inference, keys, models, tokens};
 
 /// Registers every documented route.
 pub fn api_routes(cfg: &mut ServiceConfig) {
     cfg.service(health::healthz)
         .service(health::readyz)
+        .service(health::metrics)
+        .service(inference::server_metadata)
+        .service(inference::live)
+        .service(inference::ready)
+        .service(inference::model_metadata)
+        .service(inference::version_metadata)
+        .service(inference::model_ready)
+        .service(inference::version_ready)
+        .service(inference::infer)
+        .service(inference::version_infer)
         .service(
             scope(flotilla_protocol::routes::API_V1)
                 .service(tokens::create_token)
@@ -53,16 +63,6 @@ pub fn api_routes(cfg: &mut ServiceConfig) {
         );
 }
 
-/// Prometheus metrics in the text exposition format (served by middleware, documented here).
-#[utoipa::path(
-    get,
-    path = "/metrics",
-    tag = "health",
-    responses((status = 200, description = "Prometheus text format", content_type = "text/plain"))
-)]
-#[allow(dead_code)]
-fn metrics() {}
-
 /// This document.
 #[utoipa::path(
     get,
@@ -78,9 +78,9 @@ fn openapi_json() {}
 #[openapi(
     info(
         title = "Flotilla API",
-        description = "Fleet model management: registry, devices, rollouts, inference. Errors are always `{\"error\": {\"code\", \"message\"}}`.",
+        description = "Fleet model management: registry, devices, rollouts, inference. Errors are `{\"error\": {\"code\", \"message\"}}`, except under `/v2` (the Open Inference Protocol): `{\"error\": \"message\", \"code\"}`.",
     ),
-    paths(metrics, openapi_json),
+    paths(openapi_json),
     modifiers(&BearerAuth),
     tags(
         (name = "health", description = "Liveness, readiness, metrics"),
@@ -91,6 +91,7 @@ fn openapi_json() {}
         (name = "artifacts", description = "Content-addressed model files"),
         (name = "devices", description = "Enrollment tokens, devices and deployments"),
         (name = "agent", description = "The agents' API (device credentials)"),
+        (name = "inference", description = "Open Inference Protocol (KServe v2) on the published models; errors are `{\"error\": \"message\", \"code\"}`"),
     )
 )]
 pub struct ApiDoc;

@@ -21,6 +21,7 @@ use crate::auth;
 use crate::blob::BlobStore;
 use crate::config::Settings;
 use crate::error::ApiError;
+use crate::inference::ServerInference;
 use crate::middleware::{audit_trail, json_error_body};
 use crate::openapi::{api_routes, ApiDoc};
 use crate::store::{self, NewToken, Store};
@@ -39,6 +40,10 @@ pub struct AppState {
     pub server_key: flotilla_protocol::signing::SigningKey,
     /// Bumped whenever anything that feeds desired states changes; wakes long-polls.
     pub fleet_changes: tokio::sync::watch::Sender<u64>,
+    /// Server-side inference (`/v2`): the published models, their cache, the worker pool.
+    pub inference: ServerInference,
+    /// The HTTP request metrics (actix-web-prom), rendered on `/metrics` with inference's.
+    pub http_metrics: prometheus::Registry,
 }
 
 impl AppState {
@@ -192,9 +197,10 @@ async fn bootstrap_admin(
     Ok(generated.then_some(secret))
 }
 
+/// Request metrics. `/metrics` itself is a route (`routes::health::metrics`), which renders
+/// this registry and the inference figures.
 fn prometheus() -> anyhow::Result<PrometheusMetrics> {
     PrometheusMetricsBuilder::new("flotilla")
-        .endpoint(flotilla_protocol::routes::METRICS)
         .mask_unmatched_patterns("UNMATCHED")
         .build()
         .map_err(|e| anyhow::anyhow!("cannot set up metrics: {e}"))
@@ -208,15 +214,17 @@ fn run(
     server_key: flotilla_protocol::signing::SigningKey,
 ) -> anyhow::Result<Server> {
     let settings = Arc::new(settings);
+    let metrics = prometheus()?;
     let state = web::Data::new(AppState {
+        inference: ServerInference::new(store.clone(), blobs.clone(), &settings),
         store,
         blobs,
         settings: settings.clone(),
         validation: tokio::sync::Semaphore::new(1),
         server_key,
         fleet_changes: tokio::sync::watch::channel(0).0,
+        http_metrics: metrics.registry.clone(),
     });
-    let metrics = prometheus()?;
     let json_limit = settings.max_json_body_bytes;
     let openapi = web::Data::new(openapi_document());
     let server = HttpServer::new(move || {
@@ -301,7 +309,8 @@ async fn serve_openapi(doc: web::Data<utoipa::openapi::OpenApi>) -> HttpResponse
 }
 
 /// Answers requests no route took: 405 (with `Allow`) when the path is a documented route
-/// served for other methods, 404 otherwise. The OpenAPI document is the route table.
+/// served for other methods, 404 otherwise. The OpenAPI document is the route table. Under
+/// `/v2` the answer is in the inference API's error form.
 async fn route_not_found(
     req: HttpRequest,
     doc: web::Data<utoipa::openapi::OpenApi>,
@@ -315,6 +324,9 @@ async fn route_not_found(
         })
         .flat_map(|(_, item)| allowed_methods(item))
         .collect();
+    if crate::routes::inference::is_inference_path(req.path()) {
+        return crate::routes::inference::not_served(&req, &allowed);
+    }
     if allowed.is_empty() {
         return ApiError::new(
             actix_web::http::StatusCode::NOT_FOUND,

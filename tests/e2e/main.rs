@@ -8,3 +8,4 @@ mod demo;
 mod fleet;
 mod hybrid;
 mod server;
+mod server_inference;

@@ -1,4 +1,4 @@
-//! Liveness and readiness.
+//! Liveness, readiness and metrics.
 
 use actix_web::{get, web, HttpResponse};
 use flotilla_protocol::health::HealthStatus;
@@ -40,4 +40,22 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
         database: Some(database.into()),
         version: VERSION.into(),
     }))
+}
+
+/// Prometheus metrics in the text exposition format: HTTP requests by route template, and the
+/// inference figures (per model version counts, errors and latency; the worker pool; the model
+/// cache).
+#[utoipa::path(
+    tag = "health",
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain"))
+)]
+#[get("/metrics")]
+pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let mut text = prometheus::TextEncoder::new()
+        .encode_to_string(&state.http_metrics.gather())
+        .map_err(ApiError::internal)?;
+    state.inference.render_metrics(&mut text);
+    Ok(HttpResponse::Ok()
+        .content_type(flotilla_serving::metrics::CONTENT_TYPE)
+        .body(text))
 }

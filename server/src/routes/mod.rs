@@ -6,6 +6,7 @@ pub mod artifacts;
 pub mod audit;
 pub mod devices;
 pub mod health;
+pub mod inference;
 pub mod keys;
 pub mod models;
 pub mod tokens;

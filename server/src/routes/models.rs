@@ -81,7 +81,7 @@ pub async fn list_models(
     principal: Principal,
     state: web::Data<AppState>,
 ) -> Result<web::Json<ModelList>, ApiError> {
-    principal.require(Permission::Read)?;
+    principal.require(Permission::ReadModels)?;
     let mut models = Vec::new();
     for m in state.store.list_models().await? {
         models.push(model_info(state.store.as_ref(), &m).await?);
@@ -102,7 +102,7 @@ pub async fn get_model(
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<web::Json<ModelInfo>, ApiError> {
-    principal.require(Permission::Read)?;
+    principal.require(Permission::ReadModels)?;
     let model = registry::model(state.store.as_ref(), &path).await?;
     Ok(web::Json(model_info(state.store.as_ref(), &model).await?))
 }
@@ -168,7 +168,7 @@ pub async fn list_versions(
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<web::Json<VersionList>, ApiError> {
-    principal.require(Permission::Read)?;
+    principal.require(Permission::ReadModels)?;
     let model = registry::model(state.store.as_ref(), &path).await?;
     let versions = registry::versions(state.store.as_ref(), &model).await?;
     Ok(web::Json(VersionList {
@@ -189,7 +189,7 @@ pub async fn get_version(
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
 ) -> Result<web::Json<ModelVersionInfo>, ApiError> {
-    principal.require(Permission::Read)?;
+    principal.require(Permission::ReadModels)?;
     let (name, version) = path.into_inner();
     let model = registry::model(state.store.as_ref(), &name).await?;
     let v = registry::version(state.store.as_ref(), &model, &version).await?;
@@ -229,6 +229,8 @@ pub async fn yank_version(
     };
     let model = registry::model(state.store.as_ref(), &name).await?;
     let v = registry::yank(state.store.as_ref(), &model, &version, &reason, Utc::now()).await?;
+    // Yanked versions are no longer served; free this replica's loaded copy now.
+    state.inference.forget(&v.model_name, &v.version);
     audit_detail(
         &req,
         json!({"model": v.model_name, "version": v.version, "reason": reason}),

@@ -7,6 +7,7 @@ mod blob;
 mod errors;
 mod fleet;
 mod health;
+mod inference;
 mod openapi;
 mod registry;
 mod registry_upstream;
