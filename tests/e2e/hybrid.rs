@@ -10,11 +10,11 @@ use crate::agent_process::{start_agent, wait_serving, write_trust_root};
 use crate::fleet::Fleet;
 
 /// Threshold between the sample rows' confidences under fraud 1.0.0 (none is within 0.01).
-const THRESHOLD: f64 = 0.72;
+pub(crate) const THRESHOLD: f64 = 0.72;
 
 /// Every recorded row of the fraud model as a one-row request, with 1.0.0's (the device's) and
 /// 1.1.0's (the server's) answers.
-fn rows() -> Vec<(Value, Value, Value)> {
+pub(crate) fn rows() -> Vec<(Value, Value, Value)> {
     let local = expected_model("fraud-1.0.0.onnx");
     let server = expected_model("fraud-1.1.0.onnx");
     let mut rows = Vec::new();
@@ -41,7 +41,7 @@ fn rows() -> Vec<(Value, Value, Value)> {
     rows
 }
 
-fn confidence(outputs: &Value) -> f64 {
+pub(crate) fn confidence(outputs: &Value) -> f64 {
     outputs[0]["data"]
         .as_array()
         .unwrap()

@@ -2,7 +2,8 @@
 //! class. Pure functions over stored records, so the rules are unit-tested without a database.
 
 use flotilla_protocol::agent::{HardwareProfile, HealthWindow, LatencyMs};
-use flotilla_protocol::placement::EdgePlacement;
+use flotilla_protocol::placement::{EdgePlacement, ServerPlacement};
+use flotilla_serving::ModelTotals;
 use std::collections::BTreeMap;
 
 use crate::store::DeviceRecord;
@@ -121,6 +122,25 @@ pub fn edge_rows(devices: &[DeviceRecord], model: &str, group_by: &str) -> Vec<E
             escalation_rate: ratio(a.escalations, a.inferences),
             escalation_fallbacks: a.fallbacks,
             escalation_latency_ms: a.escalation_latency.mean(),
+        })
+        .collect()
+}
+
+/// The server rows for `model`: what this server process has served, per version.
+pub fn server_rows(served: &[ModelTotals], model: &str) -> Vec<ServerPlacement> {
+    served
+        .iter()
+        .map(|t| &t.health)
+        .filter(|h| h.model == model)
+        .map(|h| ServerPlacement {
+            version: h.version.clone(),
+            inferences: h.inferences,
+            error_rate: ratio(h.errors + h.non_finite, h.inferences),
+            latency_ms: h.latency_ms.as_ref().map(|l| LatencyMs {
+                p50: l.p50,
+                p95: l.p95,
+                p99: l.p99,
+            }),
         })
         .collect()
 }

@@ -454,10 +454,11 @@ pub async fn placement(
         fleet::validate_labels(&[(group_by.to_owned(), String::new())].into())?;
     }
     let devices = state.store.list_devices().await?;
+    let (served, _) = state.inference.service().recorder().totals();
     Ok(web::Json(PlacementReport {
         model: name.to_string(),
         group_by: group_by.to_owned(),
         edge: placement_data::edge_rows(&devices, name.as_str(), group_by),
-        server: Vec::new(),
+        server: placement_data::server_rows(&served, name.as_str()),
     }))
 }

@@ -713,9 +713,26 @@ async fn placement_compares_versions_per_device_class() {
     assert_eq!(rows[0]["escalation_rate"], 0.05);
     assert_eq!(rows[1]["class"], "jetson");
     assert_eq!(rows[1]["escalation_latency_ms"]["p95"], 6.0);
+    assert_eq!(p["server"], json!([]), "the server has served nothing yet");
+    // What the server itself serves shows up beside the edge.
+    let res = app
+        .client
+        .post(app.url("/v2/models/fraud/versions/1.1.0/infer"))
+        .bearer_auth(&app.admin_token)
+        .json(
+            &json!({"inputs": [{"name": "features", "datatype": "FP32", "shape": [2, 8],
+                                  "data": vec![0.5; 16]}]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
     // Default grouping is the hardware profile.
     let p = app.get_json("/api/v1/placement?model=fraud").await;
     assert_eq!(p["group_by"], "hardware");
+    assert_eq!(p["server"][0]["version"], "1.1.0");
+    assert_eq!(p["server"][0]["inferences"], 1);
+    assert!(p["server"][0]["latency_ms"]["p95"].as_f64().unwrap() > 0.0);
 
     let res = app
         .client
