@@ -360,6 +360,20 @@ async fn wait_until_serving(
     }
 }
 
+/// Posts an inference request and returns the answer; any refusal is an error.
+async fn infer(
+    http: &reqwest::Client,
+    url: &str,
+    token: Option<&str>,
+    request: &Value,
+) -> anyhow::Result<Value> {
+    let mut post = http.post(url).json(request);
+    if let Some(token) = token {
+        post = post.bearer_auth(token);
+    }
+    Ok(post.send().await?.error_for_status()?.json().await?)
+}
+
 /// Sends every recorded case to the agent and compares its answer with onnxruntime's.
 async fn check_answers(
     http: &reqwest::Client,
@@ -368,14 +382,13 @@ async fn check_answers(
 ) -> anyhow::Result<usize> {
     let cases = cases.as_array().context("recorded cases")?;
     for (i, case) in cases.iter().enumerate() {
-        let answer: Value = http
-            .post(format!("http://{}/v2/models/{MODEL}/infer", agent.addr))
-            .json(&json!({ "inputs": case["inputs"] }))
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
+        let answer = infer(
+            http,
+            &format!("http://{}/v2/models/{MODEL}/infer", agent.addr),
+            None,
+            &json!({ "inputs": case["inputs"] }),
+        )
+        .await?;
         same_outputs(&case["outputs"], &answer["outputs"])
             .with_context(|| format!("agent {} answered case {i} wrongly", agent.name))?;
     }
@@ -424,18 +437,17 @@ async fn check_server(
 ) -> anyhow::Result<usize> {
     let cases = cases.as_array().context("recorded cases")?;
     for (i, case) in cases.iter().enumerate() {
-        let answer: Value = http
-            .post(format!(
-                "{base}/v2/models/{MODEL}/versions/{}/infer",
-                FRAUD[1].version
-            ))
-            .bearer_auth(token)
-            .json(&json!({ "inputs": case["inputs"] }))
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
+        let url = format!(
+            "{base}/v2/models/{MODEL}/versions/{}/infer",
+            FRAUD[1].version
+        );
+        let answer = infer(
+            http,
+            &url,
+            Some(token),
+            &json!({ "inputs": case["inputs"] }),
+        )
+        .await?;
         same_outputs(&case["outputs"], &answer["outputs"])
             .with_context(|| format!("the server answered case {i} wrongly"))?;
     }
@@ -469,15 +481,14 @@ async fn check_hybrid(
                 .iter()
                 .filter_map(Value::as_f64)
                 .fold(f64::MIN, f64::max);
-            let answer: Value = http
-                .post(format!("http://{}/v2/models/{MODEL}/infer", agent.addr))
-                .json(&json!({"inputs": [{"name": "features", "datatype": "FP32",
-                                          "shape": [1, 8], "data": features[i * 8..i * 8 + 8]}]}))
-                .send()
-                .await?
-                .error_for_status()?
-                .json()
-                .await?;
+            let answer = infer(
+                http,
+                &format!("http://{}/v2/models/{MODEL}/infer", agent.addr),
+                None,
+                &json!({"inputs": [{"name": "features", "datatype": "FP32",
+                                    "shape": [1, 8], "data": features[i * 8..i * 8 + 8]}]}),
+            )
+            .await?;
             let by = answer["parameters"]["flotilla_served_by"].as_str();
             let unsure = confidence < HYBRID_THRESHOLD;
             let (want_by, want) = if unsure {

@@ -50,6 +50,20 @@ pub(crate) fn confidence(outputs: &Value) -> f64 {
         .fold(f64::MIN, f64::max)
 }
 
+/// The agent's answer to one request (which must succeed).
+async fn infer_one(http: &reqwest::Client, url: &str, request: &Value) -> Value {
+    http.post(url)
+        .json(request)
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 async fn metric(http: &reqwest::Client, url: &str, line_start: &str) -> f64 {
     let text = http.get(url).send().await.unwrap().text().await.unwrap();
     text.lines()
@@ -105,17 +119,7 @@ async fn only_unsure_inputs_reach_the_server_and_its_absence_costs_no_answer() {
     assert_eq!(before, 0.0);
 
     for ((request, local, server), unsure) in rows.iter().zip(&unsure) {
-        let answer: Value = http
-            .post(&infer)
-            .json(request)
-            .send()
-            .await
-            .unwrap()
-            .error_for_status()
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let answer = infer_one(&http, &infer, request).await;
         let served_by = answer["parameters"]["flotilla_served_by"].as_str().unwrap();
         if *unsure {
             assert_eq!(served_by, "server", "{answer}");
@@ -177,17 +181,7 @@ async fn only_unsure_inputs_reach_the_server_and_its_absence_costs_no_answer() {
     // The server goes away: every request is still answered, by the device.
     fleet.stop().await;
     for ((request, local, _), unsure) in rows.iter().zip(&unsure) {
-        let answer: Value = http
-            .post(&infer)
-            .json(request)
-            .send()
-            .await
-            .unwrap()
-            .error_for_status()
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let answer = infer_one(&http, &infer, request).await;
         let served_by = answer["parameters"]["flotilla_served_by"].as_str().unwrap();
         assert_eq!(
             served_by,
