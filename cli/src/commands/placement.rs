@@ -34,7 +34,7 @@ fn percent(x: f64) -> String {
 fn render(r: &PlacementReport) -> String {
     let mut out = format!("{} on the edge, by {}:\n", r.model, r.group_by);
     if r.edge.is_empty() {
-        out.push_str("  no device has reported this model yet\n");
+        out.push_str("  no device served this model in its latest health window (agents report after each poll)\n");
     } else {
         let mut t = Table::new([
             "VERSION",
