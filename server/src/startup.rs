@@ -40,6 +40,9 @@ pub struct AppState {
     pub server_key: flotilla_protocol::signing::SigningKey,
     /// Bumped whenever anything that feeds desired states changes; wakes long-polls.
     pub fleet_changes: tokio::sync::watch::Sender<u64>,
+    /// Set when SIGTERM/SIGINT arrives: held long-polls answer at once instead of keeping the
+    /// graceful shutdown waiting for them.
+    pub stopping: tokio::sync::watch::Sender<bool>,
     /// Server-side inference (`/v2`): the published models, their cache, the worker pool.
     pub inference: ServerInference,
     /// The HTTP request metrics (actix-web-prom), rendered on `/metrics` with inference's.
@@ -197,6 +200,21 @@ async fn bootstrap_admin(
     Ok(generated.then_some(secret))
 }
 
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
 /// Request metrics. `/metrics` itself is a route (`routes::health::metrics`), which renders
 /// this registry and the inference figures.
 fn prometheus() -> anyhow::Result<PrometheusMetrics> {
@@ -223,7 +241,15 @@ fn run(
         validation: tokio::sync::Semaphore::new(1),
         server_key,
         fleet_changes: tokio::sync::watch::channel(0).0,
+        stopping: tokio::sync::watch::channel(false).0,
         http_metrics: metrics.registry.clone(),
+    });
+    // actix stops the server on the same signals; this only releases the long-polls, which
+    // would otherwise hold the graceful shutdown for up to `shutdown_timeout_secs`.
+    let stopping = state.stopping.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        stopping.send_replace(true);
     });
     let json_limit = settings.max_json_body_bytes;
     let openapi = web::Data::new(openapi_document());

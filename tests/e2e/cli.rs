@@ -574,7 +574,12 @@ fn enroll_public_key(key: &SigningKey) -> String {
         .to_owned()
 }
 
-fn try_enroll(url: &str, token: &str, name: &str, labels: Value) -> reqwest::blocking::Response {
+pub(crate) fn try_enroll(
+    url: &str,
+    token: &str,
+    name: &str,
+    labels: Value,
+) -> reqwest::blocking::Response {
     let key = SigningKey::generate(&mut rand::rngs::OsRng);
     reqwest::blocking::Client::new()
         .post(format!("{url}/api/v1/enroll"))

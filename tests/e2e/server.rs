@@ -152,3 +152,54 @@ fn bad_configuration_exits_2_with_a_message() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("listen_port"), "{stderr}");
 }
+
+#[test]
+fn sigterm_answers_held_long_polls_instead_of_waiting_for_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut server = Proc::spawn(server_in(dir.path(), port));
+    let token = token_from(&server.wait_for_line("export FLOTILLA_TOKEN=", START));
+    server.wait_for_line("listening on", START);
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::blocking::Client::new();
+    let enrollment: Value = http
+        .post(format!("{base}/api/v1/enrollment-tokens"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"name": "t"}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let device: Value = crate::cli::try_enroll(
+        &base,
+        enrollment["token"].as_str().unwrap(),
+        "d",
+        serde_json::json!({}),
+    )
+    .json()
+    .unwrap();
+    let credential = device["credential"].as_str().unwrap().to_owned();
+    let first = http
+        .get(format!("{base}/api/v1/agent/desired-state"))
+        .bearer_auth(&credential)
+        .send()
+        .unwrap();
+    let etag = first.headers()["etag"].to_str().unwrap().to_owned();
+
+    // An agent's long-poll, held by the server for up to a minute ...
+    let poll = std::thread::spawn(move || {
+        reqwest::blocking::Client::new()
+            .get(format!("{base}/api/v1/agent/desired-state?wait=60"))
+            .bearer_auth(&credential)
+            .header("if-none-match", etag)
+            .timeout(Duration::from_secs(90))
+            .send()
+            .map(|r| r.status().as_u16())
+    });
+    // ... which has reached the server (there is no outside signal for "now holding").
+    std::thread::sleep(Duration::from_millis(500));
+    // ... does not keep the graceful shutdown (30 s by default) waiting: it is answered
+    // "unchanged" at once and the server exits.
+    assert_eq!(server.terminate(Duration::from_secs(15)), Some(0));
+    assert_eq!(poll.join().unwrap().unwrap(), 304);
+}

@@ -106,6 +106,7 @@ pub async fn desired_state(
         .map(|v| v.trim().to_owned());
     // Subscribe before computing so a change in between is not missed.
     let mut changes = state.fleet_changes.subscribe();
+    let mut stopping = state.stopping.subscribe();
     let mut device = caller.device;
     loop {
         let (envelope, sequence) =
@@ -122,6 +123,8 @@ pub async fn desired_state(
         let changed = tokio::select! {
             r = changes.changed() => r.is_ok(),
             _ = tokio::time::sleep_until(deadline) => false,
+            // Shutting down: answer "unchanged" now; the agent polls again elsewhere or later.
+            _ = stopping.wait_for(|s| *s) => false,
         };
         if !changed {
             return Ok(HttpResponse::NotModified()
