@@ -194,9 +194,12 @@ pub fn init_logging(args: &AgentArgs) {
             .with_env_filter(filter)
             .init();
     } else {
+        // Colour only on a terminal: journald and log files get plain text.
+        use std::io::IsTerminal;
         tracing_subscriber::fmt()
             .with_env_filter(filter)
             .with_target(false)
+            .with_ansi(std::io::stdout().is_terminal())
             .init();
     }
 }

@@ -61,7 +61,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         shutdown_timeout_secs: 2,
         ..Settings::default()
     };
-    let app = Application::build(settings).await?;
+    let app = Application::build(settings)
+        .await
+        .context("starting the server (another port: --listen 127.0.0.1:PORT)")?;
     let token = app
         .bootstrap_secret()
         .context("a fresh demo server always creates an admin token")?
@@ -344,7 +346,7 @@ async fn wait_until_serving(
         }
         if let Some(status) = agent.child.try_wait()? {
             anyhow::bail!(
-                "agent {} exited ({status}); its log ends:\n{}",
+                "agent {} exited ({status}; other agent ports: --agent-port PORT, or 0 for free ones); its log ends:\n{}",
                 agent.name,
                 log_tail(agent)
             );
