@@ -27,7 +27,6 @@ impl ModelSink for ApiSink {
     }
     fn remove(&self, name: &str) {
         self.0.registry().remove(name);
-        self.0.registry().set_escalation(name, None);
     }
     fn set_escalation(&self, name: &str, policy: Option<EscalationPolicy>) {
         self.0.registry().set_escalation(name, policy);

@@ -350,47 +350,30 @@ async fn refuses_what_a_compromised_server_sends_and_keeps_serving() {
     );
 
     // 7. Not signed by the server key at all, and meant for another device.
-    let forged = serde_json::to_vec(&sign_desired_state(
-        &rogue,
-        &DesiredState {
-            device_id: device_id.clone(),
-            sequence: seq + 10,
-            issued_at: now,
-            expires_at: now + 3600,
-            slots: vec![],
-        },
-    ))
-    .unwrap();
+    let crafted = |key: &SigningKey, device: &str, issued_at: u64, expires_at: u64| {
+        serde_json::to_vec(&sign_desired_state(
+            key,
+            &DesiredState {
+                device_id: device.to_owned(),
+                sequence: seq + 10,
+                issued_at,
+                expires_at,
+                slots: vec![],
+            },
+        ))
+        .unwrap()
+    };
+    let forged = crafted(&rogue, &device_id, now, now + 3600);
     assert_eq!(
         agent.apply(&forged).await.unwrap_err().code(),
         "bad_server_signature"
     );
-    let other = serde_json::to_vec(&sign_desired_state(
-        &server_key,
-        &DesiredState {
-            device_id: "someone-else".into(),
-            sequence: seq + 10,
-            issued_at: now,
-            expires_at: now + 3600,
-            slots: vec![],
-        },
-    ))
-    .unwrap();
+    let other = crafted(&server_key, "someone-else", now, now + 3600);
     assert_eq!(
         agent.apply(&other).await.unwrap_err().code(),
         "wrong_device"
     );
-    let expired = serde_json::to_vec(&sign_desired_state(
-        &server_key,
-        &DesiredState {
-            device_id: device_id.clone(),
-            sequence: seq + 10,
-            issued_at: now - 7200,
-            expires_at: now - 3600,
-            slots: vec![],
-        },
-    ))
-    .unwrap();
+    let expired = crafted(&server_key, &device_id, now - 7200, now - 3600);
     assert_eq!(
         agent.apply(&expired).await.unwrap_err().code(),
         "expired_desired_state"

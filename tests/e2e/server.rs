@@ -1,4 +1,4 @@
-use flotilla_e2e::{binary, free_port, fresh_postgres_database, Proc};
+use flotilla_e2e::{free_port, fresh_binary, fresh_postgres_database, Proc};
 use serde_json::Value;
 use std::process::Command;
 use std::time::Duration;
@@ -6,7 +6,7 @@ use std::time::Duration;
 const START: Duration = Duration::from_secs(60);
 
 fn server_in(dir: &std::path::Path, port: u16) -> Command {
-    let mut cmd = Command::new(binary("flotilla-server", "flotilla-server"));
+    let mut cmd = Command::new(fresh_binary("flotilla-server", "flotilla-server"));
     cmd.current_dir(dir)
         .arg("--listen")
         .arg(format!("127.0.0.1:{port}"))

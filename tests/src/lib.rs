@@ -54,11 +54,6 @@ pub fn fresh_binary(_package: &str, name: &str) -> PathBuf {
     profile_dir.join(name)
 }
 
-/// Same as [`fresh_binary`].
-pub fn binary(package: &str, name: &str) -> PathBuf {
-    fresh_binary(package, name)
-}
-
 /// A process whose stdout lines are collected in the background. Killed on drop.
 pub struct Proc {
     pub child: Child,

@@ -79,8 +79,8 @@ impl ModelRegistry {
         let _ = self.escalator.set(escalator);
     }
 
-    /// Stops serving `name`; returns the version that was being served. Requests already
-    /// running on it finish normally.
+    /// Stops serving `name` (and forgets its hybrid policy); returns the version that was
+    /// being served. Requests already running on it finish normally.
     pub fn remove(&self, name: &str) -> Option<Arc<LoadedModel>> {
         let mut removed = None;
         self.models.rcu(|current| {
@@ -88,6 +88,7 @@ impl ModelRegistry {
             removed = next.remove(name);
             next
         });
+        self.set_escalation(name, None);
         removed
     }
 
