@@ -62,6 +62,7 @@ fn health_source(api: LocalApi, escalations: EscalationStats, clock: Clock) -> H
                         escalations: e.as_ref().map_or(0, |e| e.escalations),
                         escalation_fallbacks: e.as_ref().map_or(0, |e| e.fallbacks),
                         escalation_latency_ms: e.and_then(|e| e.latency_ms),
+                        shadow: None,
                         model: m.model,
                         version: m.version,
                     }

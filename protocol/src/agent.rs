@@ -110,7 +110,37 @@ pub struct ModelSlot {
     /// Hybrid inference: when to ask the server instead of answering locally.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub escalation: Option<EscalationPolicy>,
+    /// A rollout's shadow stage: a candidate version that runs beside this one on live inputs
+    /// and never answers a request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<ShadowSlot>,
 }
+
+/// A candidate model run in shadow: the agent verifies it like any slot, runs it on (a sample
+/// of) the requests the active version answers, compares the two answers and reports how often
+/// they agree and how fast the candidate is. Its answers are never returned to a client.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ShadowSlot {
+    /// Candidate version.
+    pub version: String,
+    /// Lowercase hex sha256 of its file.
+    pub sha256: String,
+    /// Its exact size in bytes.
+    pub size: u64,
+    /// Where to download it.
+    pub url: String,
+    /// The publisher signature bundles, verbatim.
+    pub bundles: Vec<String>,
+    /// Share of requests also run on the candidate, in (0, 1].
+    pub sample_rate: f64,
+    /// Two answers agree when every row has the same top class (largest value along the last
+    /// dimension of every output), or when no value differs by more than this.
+    pub tolerance: f64,
+}
+
+impl Eq for ShadowSlot {}
 
 /// Hybrid inference for one slot. The agent answers locally; a request with a row whose
 /// confidence (the largest value of `output` along its last dimension) is below `threshold` is
@@ -337,6 +367,23 @@ pub struct SlotStatus {
     /// Why it failed (a stable code and message), when it did.
     #[serde(default)]
     pub reason: Option<String>,
+    /// The shadow candidate of the slot, when the desired state names one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<ShadowStatus>,
+}
+
+/// How a slot's shadow candidate is doing on the device.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ShadowStatus {
+    /// Candidate version.
+    pub version: String,
+    /// `downloading`, `verifying`, `active` (running in shadow) or `failed`.
+    pub state: SlotState,
+    /// Why it failed, when it did.
+    #[serde(default)]
+    pub reason: Option<String>,
 }
 
 /// Latency quantiles in milliseconds.
@@ -376,6 +423,30 @@ pub struct ModelHealth {
     /// Round-trip time of escalations that the server answered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub escalation_latency_ms: Option<LatencyMs>,
+    /// The shadow candidate's figures over the same window, when one ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<ShadowHealth>,
+}
+
+/// A shadow candidate's figures over a window.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ShadowHealth {
+    /// Candidate version.
+    pub version: String,
+    /// Requests run on both models and compared.
+    pub compared: u64,
+    /// Of those, how many agreed.
+    pub agreed: u64,
+    /// Candidate runs that failed or gave non-finite values.
+    pub errors: u64,
+    /// Requests the candidate skipped because it was still busy with earlier ones.
+    #[serde(default)]
+    pub skipped: u64,
+    /// The candidate's own latency.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<LatencyMs>,
 }
 
 /// A health window.
@@ -441,6 +512,7 @@ mod tests {
                 url: "/api/v1/artifacts/sha256/aaaa".into(),
                 bundles: vec![],
                 escalation: None,
+                shadow: None,
             }],
         }
     }

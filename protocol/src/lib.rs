@@ -11,6 +11,7 @@ pub mod error;
 pub mod health;
 pub mod placement;
 pub mod registry;
+pub mod rollouts;
 pub mod routes;
 pub mod signing;
 pub mod tokens;

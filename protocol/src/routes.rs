@@ -53,3 +53,24 @@ pub const ENROLL: &str = "/api/v1/enroll";
 pub const AGENT_DESIRED_STATE: &str = "/api/v1/agent/desired-state";
 /// Device reports (device credential).
 pub const AGENT_REPORT: &str = "/api/v1/agent/report";
+/// Rollouts (operator to create and act; viewer to read).
+pub const ROLLOUTS: &str = "/api/v1/rollouts";
+/// Saved rollout policies.
+pub const ROLLOUT_POLICIES: &str = "/api/v1/rollout-policies";
+/// Webhooks receiving rollout transitions (admin).
+pub const WEBHOOKS: &str = "/api/v1/webhooks";
+
+/// `/api/v1/rollouts/{id}`.
+pub fn rollout(id: &str) -> String {
+    format!("{ROLLOUTS}/{id}")
+}
+
+/// `/api/v1/rollouts/{id}/{action}` for `pause`, `resume`, `approve`, `abort`, `promote`.
+pub fn rollout_action(id: &str, action: &str) -> String {
+    format!("{ROLLOUTS}/{id}/{action}")
+}
+
+/// `/api/v1/rollout-policies/{name}`.
+pub fn rollout_policy(name: &str) -> String {
+    format!("{ROLLOUT_POLICIES}/{name}")
+}

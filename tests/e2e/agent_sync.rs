@@ -207,6 +207,7 @@ async fn refuses_what_a_compromised_server_sends_and_keeps_serving() {
         url: format!("/api/v1/artifacts/sha256/{}", hex_sha(bytes)),
         bundles: vec![bundle],
         escalation: None,
+        shadow: None,
     };
     let mut envelope = |slots: Vec<ModelSlot>| {
         seq += 1;

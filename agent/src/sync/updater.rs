@@ -196,6 +196,7 @@ impl Updater {
                 state,
                 active_version,
                 reason: reason.map(str::to_owned),
+                shadow: None,
             },
         );
     }
@@ -701,6 +702,7 @@ mod tests {
             url: String::new(),
             bundles: vec![],
             escalation: None,
+            shadow: None,
         }
     }
 

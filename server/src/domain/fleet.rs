@@ -321,6 +321,7 @@ pub async fn desired_slots(
             size: v.artifact_size,
             bundles: v.bundles,
             escalation: d.escalation.clone(),
+            shadow: None,
         });
     }
     Ok(slots)
