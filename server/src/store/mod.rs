@@ -342,6 +342,25 @@ pub struct DeviceRecord {
     pub last_health: Option<serde_json::Value>,
 }
 
+/// A device report to record (see [`Store::record_reports`]).
+#[derive(Debug, Clone)]
+pub struct NewReport {
+    /// The device.
+    pub device_id: Uuid,
+    /// Its report counter.
+    pub report_seq: u64,
+    /// When it arrived.
+    pub at: DateTime<Utc>,
+    /// The whole report, as kept in the history.
+    pub report: serde_json::Value,
+    /// The desired-state sequence it says is applied.
+    pub applied_sequence: u64,
+    /// Its slot statuses.
+    pub slot_status: serde_json::Value,
+    /// Its health window, if any.
+    pub health: Option<serde_json::Value>,
+}
+
 /// A deployment: the version of a model that devices matching a selector run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeploymentRecord {
@@ -496,6 +515,12 @@ pub trait Store: Send + Sync + 'static {
         slot_status: &serde_json::Value,
         health: Option<&serde_json::Value>,
     ) -> Result<bool, StoreError>;
+    /// Records reports in one transaction, each unless its `report_seq` was seen already;
+    /// returns, per report, whether it was recorded.
+    async fn record_reports(&self, reports: &[NewReport]) -> Result<Vec<bool>, StoreError>;
+    /// Records contact from many devices in one transaction (each at most once every few
+    /// seconds, as [`Store::touch_device`]).
+    async fn touch_devices(&self, contacts: &[(Uuid, DateTime<Utc>)]) -> Result<(), StoreError>;
     /// The latest reports of a device, newest first.
     async fn list_reports(
         &self,

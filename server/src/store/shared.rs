@@ -901,6 +901,60 @@ macro_rules! shared_queries {
             health: Option<&serde_json::Value>,
         ) -> Result<bool, StoreError> {
             let mut tx = pool.begin().await.map_err(db_err("report"))?;
+            let recorded = record_report_on(
+                &mut tx,
+                id,
+                report_seq,
+                at,
+                report,
+                applied_sequence,
+                slot_status,
+                health,
+            )
+            .await?;
+            if recorded {
+                tx.commit().await.map_err(db_err("report"))?;
+            }
+            Ok(recorded)
+        }
+
+        pub(crate) async fn record_reports(
+            pool: &Pool,
+            reports: &[crate::store::NewReport],
+        ) -> Result<Vec<bool>, StoreError> {
+            let mut tx = pool.begin().await.map_err(db_err("report"))?;
+            let mut recorded = Vec::with_capacity(reports.len());
+            for r in reports {
+                recorded.push(
+                    record_report_on(
+                        &mut tx,
+                        r.device_id,
+                        r.report_seq,
+                        r.at,
+                        &r.report,
+                        r.applied_sequence,
+                        &r.slot_status,
+                        r.health.as_ref(),
+                    )
+                    .await?,
+                );
+            }
+            tx.commit().await.map_err(db_err("report"))?;
+            Ok(recorded)
+        }
+
+        /// One report inside the caller's transaction.
+        #[allow(clippy::too_many_arguments)]
+        async fn record_report_on(
+            conn: &mut <$db as sqlx::Database>::Connection,
+            id: Uuid,
+            report_seq: u64,
+            at: DateTime<Utc>,
+            report: &serde_json::Value,
+            applied_sequence: u64,
+            slot_status: &serde_json::Value,
+            health: Option<&serde_json::Value>,
+        ) -> Result<bool, StoreError> {
             let updated = sqlx::query(
                 "UPDATE devices SET last_report_seq = $2, applied_sequence = $3, slot_status = $4, \
                  last_health = COALESCE($5, last_health), last_seen_at = $6 \
@@ -912,7 +966,7 @@ macro_rules! shared_queries {
             .bind(Json(slot_status))
             .bind(health.map(Json))
             .bind(at)
-            .execute(&mut *tx)
+            .execute(&mut *conn)
             .await
             .map_err(db_err("report"))?;
             if updated.rows_affected() == 0 {
@@ -923,11 +977,29 @@ macro_rules! shared_queries {
                 .bind(i64_of(report_seq))
                 .bind(at)
                 .bind(Json(report))
-                .execute(&mut *tx)
+                .execute(&mut *conn)
                 .await
                 .map_err(db_err("report"))?;
-            tx.commit().await.map_err(db_err("report"))?;
             Ok(true)
+        }
+
+        pub(crate) async fn touch_devices(
+            pool: &Pool,
+            contacts: &[(Uuid, DateTime<Utc>)],
+        ) -> Result<(), StoreError> {
+            let mut tx = pool.begin().await.map_err(db_err("device"))?;
+            for (id, at) in contacts {
+                sqlx::query(
+                    "UPDATE devices SET last_seen_at = $2 WHERE id = $1 AND (last_seen_at IS NULL OR last_seen_at < $3)",
+                )
+                .bind(id)
+                .bind(at)
+                .bind(*at - chrono::Duration::seconds(5))
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err("device"))?;
+            }
+            tx.commit().await.map_err(db_err("device"))
         }
 
         pub(crate) async fn list_reports(
@@ -1121,6 +1193,12 @@ macro_rules! impl_store {
             }
             async fn record_report(&self, id: Uuid, report_seq: u64, at: DateTime<Utc>, report: &serde_json::Value, applied_sequence: u64, slot_status: &serde_json::Value, health: Option<&serde_json::Value>) -> Result<bool, StoreError> {
                 q::record_report(&self.pool, id, report_seq, at, report, applied_sequence, slot_status, health).await
+            }
+            async fn record_reports(&self, reports: &[crate::store::NewReport]) -> Result<Vec<bool>, StoreError> {
+                q::record_reports(&self.pool, reports).await
+            }
+            async fn touch_devices(&self, contacts: &[(Uuid, DateTime<Utc>)]) -> Result<(), StoreError> {
+                q::touch_devices(&self.pool, contacts).await
             }
             async fn list_reports(&self, id: Uuid, limit: u32) -> Result<Vec<(DateTime<Utc>, serde_json::Value)>, StoreError> {
                 q::list_reports(&self.pool, id, limit).await

@@ -3,7 +3,8 @@
 use chrono::{Duration, TimeZone, Utc};
 use flotilla_protocol::tokens::Role;
 use flotilla_server::store::{
-    self, AuditOutcome, AuditQuery, Backend, NewAuditEntry, NewToken, Store, StoreError,
+    self, AuditOutcome, AuditQuery, Backend, DeviceRecord, EnrollmentTokenRecord, NewAuditEntry,
+    NewReport, NewToken, Store, StoreError,
 };
 use std::sync::Arc;
 use uuid::Uuid;
@@ -64,6 +65,7 @@ conformance!(
     touch_updates_at_most_once_a_minute,
     audit_appends_and_pages_newest_first,
     audit_filters_by_actor,
+    reports_are_recorded_in_batches_once_each,
 );
 
 async fn ping_answers(s: Arc<dyn Store>) {
@@ -227,4 +229,92 @@ async fn audit_filters_by_actor(s: Arc<dyn Store>) {
     assert_eq!(bob.len(), 1);
     assert_eq!(bob[0].actor, "bob");
     assert_eq!(bob[0].outcome, "denied");
+}
+
+async fn enrolled_device(s: &dyn Store, token_hash: &str, name: &str) -> DeviceRecord {
+    let t0 = Utc.with_ymd_and_hms(2026, 5, 1, 0, 0, 0).unwrap();
+    let device = DeviceRecord {
+        id: Uuid::new_v4(),
+        name: name.into(),
+        public_key: "AAAA".into(),
+        credential_hash: format!("cred-{name}"),
+        status: "active".into(),
+        labels: Default::default(),
+        hardware: serde_json::json!({}),
+        agent_version: "test".into(),
+        enrollment_token_id: None,
+        enrolled_at: t0,
+        last_seen_at: Some(t0),
+        desired_sequence: 0,
+        desired_hash: None,
+        desired_envelope: None,
+        desired_expires_at: None,
+        applied_sequence: 0,
+        last_report_seq: 0,
+        slot_status: serde_json::json!([]),
+        last_health: None,
+    };
+    s.enroll_device(token_hash, &device).await.unwrap()
+}
+
+async fn reports_are_recorded_in_batches_once_each(s: Arc<dyn Store>) {
+    let t0 = Utc.with_ymd_and_hms(2026, 5, 1, 0, 0, 0).unwrap();
+    s.insert_enrollment_token(&EnrollmentTokenRecord {
+        id: Uuid::new_v4(),
+        name: "t".into(),
+        secret_hash: "et".into(),
+        prefix: "fle_abc".into(),
+        labels: Default::default(),
+        require_approval: false,
+        max_uses: 2,
+        uses: 0,
+        created_by: "test".into(),
+        created_at: t0,
+        expires_at: t0 + Duration::days(3650),
+        revoked_at: None,
+    })
+    .await
+    .unwrap();
+    let a = enrolled_device(s.as_ref(), "et", "a").await;
+    let b = enrolled_device(s.as_ref(), "et", "b").await;
+    let report = |device: Uuid, seq: u64| NewReport {
+        device_id: device,
+        report_seq: seq,
+        at: t0 + Duration::seconds(seq as i64),
+        report: serde_json::json!({ "report_seq": seq }),
+        applied_sequence: seq,
+        slot_status: serde_json::json!([{ "seq": seq }]),
+        health: None,
+    };
+    // Replays and older counters in the same batch are skipped, the rest recorded in order.
+    let recorded = s
+        .record_reports(&[
+            report(a.id, 1),
+            report(b.id, 1),
+            report(a.id, 2),
+            report(a.id, 2),
+            report(b.id, 1),
+            report(Uuid::new_v4(), 1),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(recorded, vec![true, true, true, false, false, false]);
+    assert_eq!(s.list_reports(a.id, 10).await.unwrap().len(), 2);
+    assert_eq!(s.list_reports(b.id, 10).await.unwrap().len(), 1);
+    let stored = s.get_device(a.id).await.unwrap().unwrap();
+    assert_eq!((stored.last_report_seq, stored.applied_sequence), (2, 2));
+    assert_eq!(stored.slot_status, serde_json::json!([{ "seq": 2 }]));
+
+    // Contact times in one batch; each device at most once every five seconds.
+    let later = t0 + Duration::seconds(100);
+    s.touch_devices(&[(a.id, later), (b.id, later)])
+        .await
+        .unwrap();
+    s.touch_devices(&[(a.id, later + Duration::seconds(2))])
+        .await
+        .unwrap();
+    for id in [a.id, b.id] {
+        let d = s.get_device(id).await.unwrap().unwrap();
+        assert_eq!(d.last_seen_at, Some(later));
+    }
 }
