@@ -232,10 +232,18 @@ mod tests {
 }
 
 /// An enrolled, active device, authenticated by its credential (`fld_...`).
+///
+/// A device that called recently is recognised from the check-in cache without a database
+/// read (see [`crate::checkin`]); the cache forgets everything at each fleet change, so a
+/// revoked or deleted device is refused on its next request.
 #[derive(Debug, Clone)]
 pub struct DevicePrincipal {
-    /// The device as stored when the request arrived.
-    pub device: crate::store::DeviceRecord,
+    /// Device id.
+    pub id: uuid::Uuid,
+    /// Device name.
+    pub name: String,
+    /// The stored device, when authenticating read it (`None` when the cache answered).
+    pub record: Option<crate::store::DeviceRecord>,
 }
 
 async fn authenticate_device(req: HttpRequest) -> Result<DevicePrincipal, ApiError> {
@@ -243,30 +251,53 @@ async fn authenticate_device(req: HttpRequest) -> Result<DevicePrincipal, ApiErr
     let state = req
         .app_data::<web::Data<AppState>>()
         .ok_or_else(|| ApiError::internal(anyhow::anyhow!("application state missing")))?;
-    let device = state
-        .store
-        .device_by_credential(&hash_secret(&secret))
-        .await?
-        .ok_or_else(|| ApiError::unauthorized("unknown device credential"))?;
-    match device.status.as_str() {
-        "active" => {}
-        "pending" => {
-            return Err(ApiError::forbidden(
-                "this device is waiting for an operator to approve it",
-            ))
+    let hash = hash_secret(&secret);
+    // Read before the database, so an entry made from data that changes meanwhile is stale.
+    let generation = *state.fleet_changes.borrow();
+    let principal = match state.checkin.device(&hash, generation) {
+        Some(cached) => DevicePrincipal {
+            id: cached.id,
+            name: cached.name,
+            record: None,
+        },
+        None => {
+            let device = state
+                .store
+                .device_by_credential(&hash)
+                .await?
+                .ok_or_else(|| ApiError::unauthorized("unknown device credential"))?;
+            check_active(&device)?;
+            let cached = crate::checkin::CachedDevice {
+                id: device.id,
+                name: device.name.clone(),
+            };
+            state.checkin.remember_device(&hash, cached, generation);
+            DevicePrincipal {
+                id: device.id,
+                name: device.name.clone(),
+                record: Some(device),
+            }
         }
-        _ => return Err(ApiError::unauthorized("this device has been revoked")),
-    }
-    if let Err(e) = state.store.touch_device(device.id, Utc::now()).await {
-        tracing::warn!(error = %e, "could not record device contact");
-    }
+    };
+    state.contacts.record(principal.id, Utc::now());
     // The audit trail names the device as the actor.
     req.extensions_mut().insert(Principal {
-        token_id: device.id,
-        name: format!("device:{}", device.name),
+        token_id: principal.id,
+        name: format!("device:{}", principal.name),
         role: Role::Viewer,
     });
-    Ok(DevicePrincipal { device })
+    Ok(principal)
+}
+
+/// Refuses a device that is not active (401 revoked, 403 awaiting approval).
+pub fn check_active(device: &crate::store::DeviceRecord) -> Result<(), ApiError> {
+    match device.status.as_str() {
+        "active" => Ok(()),
+        "pending" => Err(ApiError::forbidden(
+            "this device is waiting for an operator to approve it",
+        )),
+        _ => Err(ApiError::unauthorized("this device has been revoked")),
+    }
 }
 
 impl FromRequest for DevicePrincipal {

@@ -3,10 +3,12 @@
 
 pub mod auth;
 pub mod blob;
+pub mod checkin;
 pub mod config;
 pub mod domain;
 pub mod error;
 pub mod inference;
+pub mod ingest;
 pub mod middleware;
 pub mod openapi;
 pub mod routes;

@@ -13,7 +13,7 @@ use crate::startup::AppState;
 use crate::store::{AuditOutcome, NewAuditEntry};
 
 /// Writes an audit record for every API call that may change state (any method but GET, HEAD
-/// and OPTIONS), whether it succeeded, was refused or failed. The record is written before the
+/// and OPTIONS), whether it succeeded, was refused or failed, except accepted agent reports. The record is written before the
 /// response leaves, so a client that saw the response can read its record.
 pub async fn audit_trail(
     req: ServiceRequest,
@@ -28,6 +28,12 @@ pub async fn audit_trail(
     let state = req.app_data::<web::Data<AppState>>().cloned();
     let path = req.path().to_owned();
     let res = next.call(req).await?;
+    // An accepted agent report is telemetry, kept in the device's report history; a fleet
+    // reporting every minute would otherwise fill the audit log with it. Refused and failed
+    // reports are still recorded.
+    if path == flotilla_protocol::routes::AGENT_REPORT && res.status().is_success() {
+        return Ok(res);
+    }
     if let Some(state) = state {
         let request = res.request();
         let principal = request.extensions().get::<Principal>().cloned();

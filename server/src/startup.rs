@@ -47,6 +47,13 @@ pub struct AppState {
     pub inference: ServerInference,
     /// The HTTP request metrics (actix-web-prom), rendered on `/metrics` with inference's.
     pub http_metrics: prometheus::Registry,
+    /// Recently authenticated devices and the `ETag`s they were last given, per fleet
+    /// generation: unchanged check-ins need no database round trip.
+    pub checkin: crate::checkin::CheckinCache,
+    /// Device contact times, written in batches.
+    pub contacts: crate::checkin::ContactLog,
+    /// Agent reports, written with group commit.
+    pub reports: crate::ingest::ReportWriter,
 }
 
 impl AppState {
@@ -235,6 +242,7 @@ fn run(
     let metrics = prometheus()?;
     let state = web::Data::new(AppState {
         inference: ServerInference::new(store.clone(), blobs.clone(), &settings),
+        reports: crate::ingest::ReportWriter::start(store.clone()),
         store,
         blobs,
         settings: settings.clone(),
@@ -243,7 +251,10 @@ fn run(
         fleet_changes: tokio::sync::watch::channel(0).0,
         stopping: tokio::sync::watch::channel(false).0,
         http_metrics: metrics.registry.clone(),
+        checkin: crate::checkin::CheckinCache::default(),
+        contacts: crate::checkin::ContactLog::default(),
     });
+    tokio::spawn(flush_contacts(state.clone()));
     // actix stops the server on the same signals; this only releases the long-polls, which
     // would otherwise hold the graceful shutdown for up to `shutdown_timeout_secs`.
     let stopping = state.stopping.clone();
@@ -292,6 +303,23 @@ fn run(
         _ => server.listen(listener)?,
     };
     Ok(server.run())
+}
+
+/// Writes device contact times every few seconds, and once more when the server stops.
+async fn flush_contacts(state: web::Data<AppState>) {
+    let mut stopping = state.stopping.subscribe();
+    let mut tick = tokio::time::interval(crate::checkin::CONTACT_FLUSH_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let stop = tokio::select! {
+            _ = tick.tick() => false,
+            _ = stopping.wait_for(|s| *s) => true,
+        };
+        state.contacts.flush(state.store.as_ref()).await;
+        if stop {
+            return;
+        }
+    }
 }
 
 fn json_config(limit: usize) -> web::JsonConfig {

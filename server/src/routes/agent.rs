@@ -12,10 +12,11 @@ use serde::Deserialize;
 use serde_json::json;
 use std::time::Duration;
 
-use crate::auth::{audit_detail, DevicePrincipal};
+use crate::auth::{audit_detail, check_active, DevicePrincipal};
 use crate::domain::fleet;
 use crate::error::ApiError;
 use crate::startup::AppState;
+use crate::store::{DeviceRecord, NewReport};
 
 /// Response header with the suggested seconds until the next poll (jittered).
 pub const POLL_AFTER_HEADER: &str = "flotilla-poll-after";
@@ -104,22 +105,38 @@ pub async fn desired_state(
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
         .map(|v| v.trim().to_owned());
-    // Subscribe before computing so a change in between is not missed.
+    // Subscribe before computing so a change in between is not missed; the generation is
+    // read at the same point, before the database is.
     let mut changes = state.fleet_changes.subscribe();
     let mut stopping = state.stopping.subscribe();
-    let mut device = caller.device;
+    let mut generation = *changes.borrow_and_update();
+    let mut record = caller.record;
     loop {
-        let (envelope, sequence) =
-            fleet::desired_state(state.store.as_ref(), &state.server_key, &device, Utc::now())
-                .await?;
-        let etag = format!("\"{sequence}\"");
-        if known.as_deref() != Some(etag.as_str()) {
-            return Ok(HttpResponse::Ok()
-                .insert_header((header::ETAG, etag))
-                .insert_header((header::CACHE_CONTROL, "no-store"))
-                .insert_header((POLL_AFTER_HEADER, poll_after(&state)))
-                .json(envelope));
-        }
+        // The fast path: this device was given this ETag since the last fleet change, so its
+        // state is what the agent has; no database round trip.
+        let unchanged =
+            known.is_some() && state.checkin.etag(caller.id, generation).as_ref() == known.as_ref();
+        let etag = if unchanged {
+            known.clone().unwrap_or_default()
+        } else {
+            let device = match record.take() {
+                Some(device) => device,
+                None => active_device(&state, caller.id).await?,
+            };
+            let (envelope, sequence) =
+                fleet::desired_state(state.store.as_ref(), &state.server_key, &device, Utc::now())
+                    .await?;
+            let etag = format!("\"{sequence}\"");
+            state.checkin.remember_etag(caller.id, &etag, generation);
+            if known.as_deref() != Some(etag.as_str()) {
+                return Ok(HttpResponse::Ok()
+                    .insert_header((header::ETAG, etag))
+                    .insert_header((header::CACHE_CONTROL, "no-store"))
+                    .insert_header((POLL_AFTER_HEADER, poll_after(&state)))
+                    .json(envelope));
+            }
+            etag
+        };
         let changed = tokio::select! {
             r = changes.changed() => r.is_ok(),
             _ = tokio::time::sleep_until(deadline) => false,
@@ -132,15 +149,20 @@ pub async fn desired_state(
                 .insert_header((POLL_AFTER_HEADER, poll_after(&state)))
                 .finish());
         }
-        device = state
-            .store
-            .get_device(device.id)
-            .await?
-            .ok_or_else(|| ApiError::unauthorized("this device no longer exists"))?;
-        if device.status != "active" {
-            return Err(ApiError::unauthorized("this device is no longer active"));
-        }
+        // Something changed: recompute from the database, which also sees a revocation.
+        generation = *changes.borrow_and_update();
     }
+}
+
+/// The stored device, which must still exist and be active.
+async fn active_device(state: &AppState, id: uuid::Uuid) -> Result<DeviceRecord, ApiError> {
+    let device = state
+        .store
+        .get_device(id)
+        .await?
+        .ok_or_else(|| ApiError::unauthorized("this device no longer exists"))?;
+    check_active(&device)?;
+    Ok(device)
 }
 
 /// Records a report: slot states and a health window. Replayed reports (same `report_seq`) are
@@ -167,8 +189,7 @@ pub async fn report(
             "report slots must name valid models (at most 256)",
         ));
     }
-    let device = caller.device;
-    let slots = serde_json::to_value(&report.slots).map_err(ApiError::internal)?;
+    let slot_status = serde_json::to_value(&report.slots).map_err(ApiError::internal)?;
     let health = report
         .health
         .as_ref()
@@ -176,17 +197,18 @@ pub async fn report(
         .transpose()
         .map_err(ApiError::internal)?;
     let raw = serde_json::to_value(&report).map_err(ApiError::internal)?;
+    // Written together with the reports that arrive meanwhile (one commit per batch).
     let accepted = state
-        .store
-        .record_report(
-            device.id,
-            report.report_seq,
-            Utc::now(),
-            &raw,
-            report.applied_sequence,
-            &slots,
-            health.as_ref(),
-        )
+        .reports
+        .record(NewReport {
+            device_id: caller.id,
+            report_seq: report.report_seq,
+            at: Utc::now(),
+            report: raw,
+            applied_sequence: report.applied_sequence,
+            slot_status,
+            health,
+        })
         .await?;
     Ok(HttpResponse::Ok().json(json!({"accepted": accepted})))
 }

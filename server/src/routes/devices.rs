@@ -300,6 +300,8 @@ pub async fn delete_device(
     principal.require(Permission::Operate)?;
     let device = fleet::device(state.store.as_ref(), &path).await?;
     state.store.delete_device(device.id).await?;
+    // Forget its cached credential on every replica, and release its held long-poll.
+    state.fleet_changed();
     audit_detail(&req, json!({"device_id": device.id, "name": device.name}));
     Ok(HttpResponse::NoContent().finish())
 }

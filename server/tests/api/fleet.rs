@@ -759,3 +759,45 @@ async fn placement_compares_versions_per_device_class() {
         .unwrap();
     assert_error(res, 400, "invalid_query").await;
 }
+
+/// Unchanged polls are answered from the check-in cache; deleting the device must still refuse
+/// its very next poll, held or not.
+#[tokio::test]
+async fn a_deleted_device_is_refused_on_its_next_poll() {
+    let app = spawn_app(Db::Sqlite).await;
+    let d = app.enroll(json!({})).await;
+    let first = app.poll(&d, None, 0).await;
+    assert_eq!(first.status(), 200);
+    let etag = first.headers()["etag"].to_str().unwrap().to_owned();
+    assert_eq!(app.poll(&d, Some(&etag), 0).await.status(), 304);
+    assert_eq!(app.poll(&d, Some(&etag), 0).await.status(), 304);
+
+    // A poll held (or arriving) when the device is deleted is refused.
+    let held = {
+        let (client, url, credential, etag) = (
+            app.client.clone(),
+            app.url("/api/v1/agent/desired-state?wait=30"),
+            d.credential.clone(),
+            etag.clone(),
+        );
+        tokio::spawn(async move {
+            client
+                .get(url)
+                .bearer_auth(credential)
+                .header("if-none-match", etag)
+                .send()
+                .await
+                .unwrap()
+        })
+    };
+    let res = app
+        .client
+        .delete(app.url(&format!("/api/v1/devices/{}", d.id)))
+        .bearer_auth(&app.admin_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204);
+    assert_error(held.await.unwrap(), 401, "unauthorized").await;
+    assert_error(app.poll(&d, Some(&etag), 0).await, 401, "unauthorized").await;
+}
