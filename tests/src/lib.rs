@@ -1,5 +1,10 @@
-//! Helpers shared by the end-to-end tests: run the real binaries as a user would.
+//! Helpers shared by the end-to-end tests (run the real binaries as a user would), the fleet
+//! simulator ([`sim`]) and what the benchmarks (`flotilla-bench`) are built from.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+pub mod control;
+pub mod load;
+pub mod sim;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
