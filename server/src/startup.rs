@@ -54,6 +54,10 @@ pub struct AppState {
     pub contacts: crate::checkin::ContactLog,
     /// Agent reports, written with group commit.
     pub reports: crate::ingest::ReportWriter,
+    /// Bounds how many desired states are computed at once. A deploy wakes every held
+    /// long-poll together; unbounded, thousands of them each queue for the database pool once
+    /// per query and time out there, while in this queue they wait their turn and go through.
+    pub state_builds: tokio::sync::Semaphore,
 }
 
 impl AppState {
@@ -252,6 +256,9 @@ fn run(
         stopping: tokio::sync::watch::channel(false).0,
         http_metrics: metrics.registry.clone(),
         checkin: crate::checkin::CheckinCache::default(),
+        state_builds: tokio::sync::Semaphore::new(
+            (settings.db_max_connections as usize / 2).max(1),
+        ),
         contacts: crate::checkin::ContactLog::default(),
     });
     tokio::spawn(flush_contacts(state.clone()));

@@ -119,6 +119,11 @@ pub async fn desired_state(
         let etag = if unchanged {
             known.clone().unwrap_or_default()
         } else {
+            let _turn = state
+                .state_builds
+                .acquire()
+                .await
+                .map_err(ApiError::internal)?;
             let device = match record.take() {
                 Some(device) => device,
                 None => active_device(&state, caller.id).await?,
