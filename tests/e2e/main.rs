@@ -9,3 +9,4 @@ mod fleet;
 mod hybrid;
 mod server;
 mod server_inference;
+mod simulator;

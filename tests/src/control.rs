@@ -37,6 +37,9 @@ impl ServerProcess {
             .arg(data_dir)
             .env("FLOTILLA_BOOTSTRAP_TOKEN", &admin)
             .env("RUST_LOG", "error")
+            // A backtrace per error would make an overloaded server slower still.
+            .env_remove("RUST_BACKTRACE")
+            .env_remove("RUST_LIB_BACKTRACE")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
         if let Some(url) = database_url {

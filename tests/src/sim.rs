@@ -56,9 +56,9 @@ pub struct SimConfig {
     pub poll_wait_secs: u64,
     /// Seconds between health reports of a device (jittered ±20 %).
     pub report_interval: Duration,
-    /// How many devices download the bytes of each artifact; later ones skip the download
-    /// (they still check the digest and size the server signed against what the first ones
-    /// verified).
+    /// How many devices download and verify the bytes of each artifact; later ones skip the
+    /// download and trust the first ones' check (the server's signature over digest and size
+    /// is still verified by every device).
     pub full_downloads: usize,
     /// Enrollments in flight at once.
     pub enroll_concurrency: usize,
@@ -184,6 +184,8 @@ struct DeviceState {
     active: BTreeMap<String, String>,
     /// model → (version, reason) of the last failed activation.
     failed: BTreeMap<String, (String, String)>,
+    /// model → version of the last report the server accepted.
+    reported: BTreeMap<String, String>,
     etag: Option<String>,
     accepted_sequence: u64,
     applied_sequence: u64,
@@ -218,8 +220,8 @@ struct Shared {
     http: reqwest::Client,
     server_key: PublicKey,
     behaviours: RwLock<HashMap<(String, String), Behaviour>>,
-    /// sha256 → devices that downloaded and verified it.
-    verified: Mutex<HashMap<String, usize>>,
+    /// sha256 → devices that started downloading it.
+    downloads: Mutex<HashMap<String, usize>>,
     counters: SimCounters,
     stop: watch::Sender<bool>,
 }
@@ -288,7 +290,7 @@ impl SimFleet {
                 http,
                 server_key,
                 behaviours: RwLock::new(HashMap::new()),
-                verified: Mutex::new(HashMap::new()),
+                downloads: Mutex::new(HashMap::new()),
                 counters: SimCounters::default(),
                 stop: watch::channel(false).0,
             }),
@@ -357,6 +359,15 @@ impl SimFleet {
         self.devices
             .iter()
             .filter(|d| d.lock().active.get(model).is_some_and(|v| v == version))
+            .count()
+    }
+
+    /// How many devices have had a report saying they serve `model`@`version` accepted by the
+    /// server.
+    pub fn count_reported(&self, model: &str, version: &str) -> usize {
+        self.devices
+            .iter()
+            .filter(|d| d.lock().reported.get(model).is_some_and(|v| v == version))
             .count()
     }
 
@@ -527,6 +538,7 @@ async fn run_device(shared: Arc<Shared>, device: Arc<SimDevice>) {
     let mut stop = shared.stop.subscribe();
     let interval = shared.config.report_interval;
     let mut next_report = tokio::time::Instant::now() + jitter(interval);
+    let mut failures = 0u32;
     loop {
         if *stop.borrow() {
             return;
@@ -551,10 +563,21 @@ async fn run_device(shared: Arc<Shared>, device: Arc<SimDevice>) {
             _ = online.wait_for(|o| !*o) => None,
             _ = stop.wait_for(|s| *s) => return,
         };
-        if let Some(Err(_)) = outcome {
-            shared.counters.errors.fetch_add(1, Ordering::Relaxed);
-            let pause = Duration::from_millis(rand::thread_rng().gen_range(1000..2000));
-            tokio::time::sleep(pause).await;
+        match outcome {
+            Some(Err(_)) => {
+                // As the agent does: exponential backoff with jitter, so a struggling server
+                // is not hit by the whole fleet again at once.
+                shared.counters.errors.fetch_add(1, Ordering::Relaxed);
+                failures = (failures + 1).min(5);
+                let ceiling = 1000u64 << failures;
+                let pause = Duration::from_millis(rand::thread_rng().gen_range(500..ceiling));
+                tokio::select! {
+                    _ = tokio::time::sleep(pause) => {}
+                    _ = stop.wait_for(|s| *s) => return,
+                }
+            }
+            Some(Ok(())) => failures = 0,
+            None => {}
         }
     }
 }
@@ -638,13 +661,14 @@ async fn fetch_verified(
     device: &SimDevice,
     slot: &ModelSlot,
 ) -> anyhow::Result<()> {
-    let enough = shared
-        .verified
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .get(&slot.sha256)
-        .is_some_and(|n| *n >= shared.config.full_downloads);
-    if enough {
+    // The first `full_downloads` devices to get here fetch the bytes; the rest trust them.
+    let fetch = {
+        let mut claimed = shared.downloads.lock().unwrap_or_else(|p| p.into_inner());
+        let n = claimed.entry(slot.sha256.clone()).or_insert(0);
+        *n += 1;
+        *n <= shared.config.full_downloads
+    };
+    if !fetch {
         return Ok(());
     }
     let url = if slot.url.starts_with("http") {
@@ -677,12 +701,6 @@ async fn fetch_verified(
     if size != slot.size || hex::encode(hasher.finalize()) != slot.sha256 {
         bail!("artifact does not match the signed digest and size");
     }
-    *shared
-        .verified
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .entry(slot.sha256.clone())
-        .or_insert(0) += 1;
     Ok(())
 }
 
@@ -706,5 +724,10 @@ async fn send_report(shared: &Shared, device: &SimDevice) -> anyhow::Result<()> 
         bail!("report answered {}", res.status());
     }
     shared.counters.reports.fetch_add(1, Ordering::Relaxed);
+    device.lock().reported = report
+        .slots
+        .iter()
+        .filter_map(|s| Some((s.model.clone(), s.active_version.clone()?)))
+        .collect();
     Ok(())
 }

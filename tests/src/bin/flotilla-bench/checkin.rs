@@ -68,15 +68,21 @@ fn env() -> Vec<(&'static str, String)> {
 }
 
 /// A `flotilla_bench_*` database, dropped with this value.
-struct PostgresDb {
+pub struct PostgresDb {
     admin: String,
     name: String,
-    url: String,
+    pub url: String,
 }
 
 impl PostgresDb {
-    fn create(admin: &str) -> anyhow::Result<Option<Self>> {
-        let name = format!("flotilla_bench_{}", std::process::id());
+    /// Creates one; `None` when Postgres is unreachable.
+    pub fn create(admin: &str) -> anyhow::Result<Option<Self>> {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let name = format!(
+            "flotilla_bench_{}_{}",
+            std::process::id(),
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
         let created = Command::new("psql")
             .args([admin, "-qc", &format!("CREATE DATABASE {name}")])
             .stdout(Stdio::null())

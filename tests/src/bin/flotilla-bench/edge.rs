@@ -226,6 +226,7 @@ fn start_agent(
         .args(["--workers", "1", "--poll-wait-secs", "5"])
         .args(["--enroll-token", token])
         .env("RUST_LOG", "error")
+        .env_remove("RUST_BACKTRACE")
         .stdout(Stdio::null())
         .spawn()
         .context("starting flotilla-agent")?;

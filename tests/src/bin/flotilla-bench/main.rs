@@ -6,6 +6,7 @@
 //! `--smoke` uses small sizes so CI can keep it working.
 
 mod checkin;
+mod convergence;
 mod edge;
 mod report;
 mod trivial;
@@ -71,6 +72,8 @@ enum Bench {
     Upload,
     /// Agent footprint, inference against onnxruntime, hot swaps under load.
     Edge,
+    /// Simulated fleet converging on a new version after a deploy.
+    Convergence,
 }
 
 /// Sizes of a run.
@@ -138,6 +141,9 @@ fn main() -> anyhow::Result<()> {
         }
         if wants(Bench::Edge) {
             edge::run(&sizes, &args.python, &mut report).await?;
+        }
+        if wants(Bench::Convergence) {
+            convergence::run(&sizes, &args.postgres, &mut report).await?;
         }
         anyhow::Ok(())
     })?;
