@@ -39,4 +39,20 @@ impl PostgresStore {
     }
 }
 
-impl_store!(PostgresStore, super::Backend::Postgres, {});
+impl_store!(PostgresStore, super::Backend::Postgres, {
+    async fn touch_devices(&self, contacts: &[(Uuid, DateTime<Utc>)]) -> Result<(), StoreError> {
+        // One statement, so the device rows are locked only briefly (reports update them too).
+        let (ids, times): (Vec<Uuid>, Vec<DateTime<Utc>>) = contacts.iter().copied().unzip();
+        sqlx::query(
+            "UPDATE devices AS d SET last_seen_at = c.at \
+             FROM UNNEST($1::uuid[], $2::timestamptz[]) AS c(id, at) \
+             WHERE d.id = c.id AND (d.last_seen_at IS NULL OR d.last_seen_at < c.at - interval '5 seconds')",
+        )
+        .bind(ids)
+        .bind(times)
+        .execute(&self.pool)
+        .await
+        .map(|_| ())
+        .map_err(|e| StoreError::from_sqlx("device", e))
+    }
+});

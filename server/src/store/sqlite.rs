@@ -57,4 +57,11 @@ impl SqliteStore {
     }
 }
 
-impl_store!(SqliteStore, super::Backend::Sqlite, {});
+impl_store!(SqliteStore, super::Backend::Sqlite, {
+    async fn touch_devices(
+        &self,
+        contacts: &[(uuid::Uuid, chrono::DateTime<chrono::Utc>)],
+    ) -> Result<(), StoreError> {
+        q::touch_devices(&self.pool, contacts).await
+    }
+});
