@@ -25,10 +25,18 @@ pub struct ReportWriter {
 }
 
 impl ReportWriter {
-    /// Starts the batch writer on the current Tokio runtime.
+    /// Starts the batch writers on the current Tokio runtime: several on Postgres, where
+    /// transactions run side by side; one on SQLite, which has a single writer anyway.
     pub fn start(store: Arc<dyn Store>) -> Self {
         let (jobs, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(write_batches(store, rx));
+        let rx = Arc::new(tokio::sync::Mutex::new(rx));
+        let writers = match store.backend() {
+            crate::store::Backend::Postgres => 4,
+            crate::store::Backend::Sqlite => 1,
+        };
+        for _ in 0..writers {
+            tokio::spawn(write_batches(store.clone(), rx.clone()));
+        }
         Self { jobs }
     }
 
@@ -45,12 +53,16 @@ impl ReportWriter {
 }
 
 /// One writer: the reports that queued while a batch was written form the next batch.
-async fn write_batches(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Job>) {
+async fn write_batches(store: Arc<dyn Store>, rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Job>>>) {
     loop {
         let mut batch = Vec::new();
-        if rx.recv_many(&mut batch, MAX_BATCH).await == 0 {
+        // One writer collects at a time; the others are writing meanwhile.
+        if rx.lock().await.recv_many(&mut batch, MAX_BATCH).await == 0 {
             return;
         }
+        // Every writer locks device rows in the same order, so concurrent batches cannot
+        // deadlock; the sort is stable, so one device's reports keep their order.
+        batch.sort_by_key(|j| j.report.device_id);
         let (reports, done): (Vec<NewReport>, Vec<_>) =
             batch.into_iter().map(|j| (j.report, j.done)).unzip();
         match store.record_reports(&reports).await {
