@@ -5,6 +5,7 @@ pub mod fleet;
 pub mod names;
 pub mod placement;
 pub mod registry;
+pub mod rollouts;
 
 use flotilla_protocol::ErrorCode;
 
