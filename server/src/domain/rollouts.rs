@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, HashSet};
 use uuid::Uuid;
 
 use super::fleet::{matches, parse_selector, selector_text, Selector};
-use super::names::{parse_label_name, parse_version, ModelName};
+use super::names::parse_label_name;
 use super::DomainError;
 use crate::store::{
     DeploymentRecord, DeviceRecord, PolicyRecord, RolloutEventRecord, RolloutRecord, Store,
@@ -207,20 +207,14 @@ async fn target_version(
     model: &str,
     version: &str,
 ) -> Result<VersionRecord, DomainError> {
-    let name = ModelName::parse(model)?;
-    let m = store
-        .get_model(name.as_str())
-        .await?
-        .ok_or_else(|| DomainError::not_found(format!("model `{name}` not found")))?;
-    let v = parse_version(version)?;
-    let record = store
-        .get_version(m.id, &v.to_string())
-        .await?
-        .ok_or_else(|| DomainError::not_found(format!("model `{name}` has no version {v}")))?;
+    let record = super::fleet::find_version(store, model, version).await?;
     if record.yanked_at.is_some() {
         return Err(DomainError::conflict(
             ErrorCode::VersionYanked,
-            format!("{name}@{v} is yanked and cannot be rolled out"),
+            format!(
+                "{}@{} is yanked and cannot be rolled out",
+                record.model_name, record.version
+            ),
         ));
     }
     Ok(record)
@@ -517,8 +511,8 @@ pub fn measure(
         counts.in_stage += 1;
         let (active, failed) = match (&status, r.shadow) {
             (Some(s), false) => (
-                s.active_version.as_deref() == Some(r.version.as_str())
-                    && s.state == SlotState::Active,
+                s.state == SlotState::Active
+                    && s.active_version.as_deref().unwrap_or(&s.version) == r.version,
                 s.state == SlotState::Failed && s.version == r.version,
             ),
             (Some(s), true) => match &s.shadow {

@@ -389,10 +389,7 @@ macro_rules! rollout_queries {
                 .await
                 .map_err(db_err("deployment"))?;
                 if updated.rows_affected() == 0 {
-                    sqlx::query(
-                        "INSERT INTO deployments (id, model_id, version, selector, selector_text, created_by, created_at, updated_at, escalation) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                    )
+                    sqlx::query(crate::store::shared::INSERT_DEPLOYMENT)
                     .bind(d.id)
                     .bind(d.model_id)
                     .bind(&d.version)
