@@ -666,7 +666,8 @@ pub async fn view(
     Ok(measure(r, &devices, &reports, now))
 }
 
-/// A transition to record: the rollout after it, the event, and (on completion) the baseline.
+/// A transition to record: the rollout after it, the event, and (on completion) the
+/// deployments that make the target what the selector's devices run from then on.
 #[derive(Debug, Clone)]
 pub struct Change {
     /// The rollout after the transition.
@@ -674,7 +675,7 @@ pub struct Change {
     /// What is recorded.
     pub event: RolloutEventRecord,
     /// The deployment a completed rollout leaves behind.
-    pub baseline: Option<DeploymentRecord>,
+    pub baseline: Vec<DeploymentRecord>,
 }
 
 fn change(
@@ -689,18 +690,21 @@ fn change(
     after.revision = before.revision + 1;
     after.updated_at = now;
     after.reason = reason.clone();
-    let baseline = (after.state == RolloutState::Completed).then(|| DeploymentRecord {
-        id: Uuid::new_v4(),
-        model_id: after.model_id,
-        model_name: after.model_name.clone(),
-        version: after.version.clone(),
-        selector: after.selector.clone(),
-        selector_text: after.selector_text.clone(),
-        created_by: format!("rollout {}", after.id),
-        created_at: now,
-        updated_at: now,
-        escalation: None,
-    });
+    let baseline: Vec<DeploymentRecord> = (after.state == RolloutState::Completed)
+        .then(|| DeploymentRecord {
+            id: Uuid::new_v4(),
+            model_id: after.model_id,
+            model_name: after.model_name.clone(),
+            version: after.version.clone(),
+            selector: after.selector.clone(),
+            selector_text: after.selector_text.clone(),
+            created_by: format!("rollout {}", after.id),
+            created_at: now,
+            updated_at: now,
+            escalation: None,
+        })
+        .into_iter()
+        .collect();
     Change {
         event: RolloutEventRecord {
             id: 0,
@@ -958,14 +962,33 @@ pub fn act(
     })
 }
 
-/// Writes a change; false when another writer got there first.
+/// Writes a change; false when another writer got there first. A completing rollout also moves
+/// the more specific deployments of its model inside its selector (a hybrid subgroup, say) to
+/// the target, keeping their escalation policies: every device the rollout reached keeps the
+/// target.
 pub async fn commit(
     store: &dyn Store,
     before: &RolloutRecord,
-    c: &Change,
+    c: &mut Change,
 ) -> Result<bool, DomainError> {
+    if c.rollout.state == RolloutState::Completed {
+        let r = &c.rollout;
+        for d in store.list_deployments().await? {
+            let inside = d.model_id == r.model_id
+                && d.selector_text != r.selector_text
+                && matches(&r.selector, &d.selector);
+            if inside {
+                c.baseline.push(DeploymentRecord {
+                    version: r.version.clone(),
+                    updated_at: c.event.at,
+                    created_by: format!("rollout {}", r.id),
+                    ..d
+                });
+            }
+        }
+    }
     Ok(store
-        .transition_rollout(&c.rollout, before.revision, &c.event, c.baseline.as_ref())
+        .transition_rollout(&c.rollout, before.revision, &c.event, &c.baseline)
         .await?)
 }
 
@@ -1042,8 +1065,8 @@ pub async fn evaluate_all(
     let mut done = Vec::new();
     for r in &running {
         let view = measure(r, &devices, &reports, now);
-        if let Some(c) = decide(r, &view, &devices, now) {
-            if commit(store, r, &c).await? {
+        if let Some(mut c) = decide(r, &view, &devices, now) {
+            if commit(store, r, &mut c).await? {
                 done.push(c);
             }
         }

@@ -351,7 +351,7 @@ macro_rules! rollout_queries {
             r: &RolloutRecord,
             expected_revision: i64,
             event: &RolloutEventRecord,
-            baseline: Option<&DeploymentRecord>,
+            baseline: &[DeploymentRecord],
         ) -> Result<bool, StoreError> {
             let mut tx = pool.begin().await.map_err(db_err("rollout"))?;
             let done = sqlx::query(
@@ -375,7 +375,7 @@ macro_rules! rollout_queries {
                 return Ok(false);
             }
             insert_event(&mut *tx, event).await?;
-            if let Some(d) = baseline {
+            for d in baseline {
                 let updated = sqlx::query(
                     "UPDATE deployments SET version = $3, created_by = $4, updated_at = $5 \
                      WHERE model_id = $1 AND selector_text = $2",

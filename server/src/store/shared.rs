@@ -1162,7 +1162,7 @@ macro_rules! impl_store {
                 r: &crate::store::RolloutRecord,
                 expected_revision: i64,
                 event: &crate::store::RolloutEventRecord,
-                baseline: Option<&crate::store::DeploymentRecord>,
+                baseline: &[crate::store::DeploymentRecord],
             ) -> Result<bool, StoreError> {
                 rq::transition_rollout(&self.pool, r, expected_revision, event, baseline).await
             }
