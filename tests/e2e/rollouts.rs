@@ -2,7 +2,8 @@
 //! 10% → 50% → 100%; a candidate that fails on some inputs is rolled back after its first stage;
 //! and on Postgres, killing the replica that leads the rollout engine loses nothing.
 
-use flotilla_e2e::{expected_model, free_port, fresh_binary, fresh_postgres_database, Proc};
+use flotilla_e2e::{free_port, fresh_binary, fresh_postgres_database, Proc};
+use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,6 +20,8 @@ struct Agents {
     ports: Vec<u16>,
     _dir: tempfile::TempDir,
     stop: Arc<AtomicBool>,
+    /// How many load requests each version answered.
+    answered: Arc<std::sync::Mutex<std::collections::BTreeMap<String, u64>>>,
 }
 
 impl Drop for Agents {
@@ -27,15 +30,15 @@ impl Drop for Agents {
     }
 }
 
-/// `AGENTS` agent processes serving fraud 1.0.0, each answering a steady trickle of the
-/// recorded inputs (about half of which make the faulty model answer NaN).
-async fn fleet_of_agents(fleet: &Fleet) -> Agents {
+/// `n` agent processes serving fraud 1.0.0, each answering a steady trickle of random one-row
+/// requests (feature 0 is above 0.5, which makes the faulty model answer NaN, in 3 of 8).
+async fn fleet_of_agents(fleet: &Fleet, n: usize) -> Agents {
     let dir = tempfile::tempdir().unwrap();
     let trust = write_trust_root(fleet, dir.path()).await;
     let http = reqwest::Client::new();
     let mut procs = Vec::new();
     let mut ports = Vec::new();
-    for i in 0..AGENTS {
+    for i in 0..n {
         let state = dir.path().join(format!("agent-{i}"));
         std::fs::create_dir_all(&state).unwrap();
         let port = free_port();
@@ -50,22 +53,30 @@ async fn fleet_of_agents(fleet: &Fleet) -> Agents {
         );
     }
     let stop = Arc::new(AtomicBool::new(false));
-    let cases: Vec<Value> = expected_model("fraud-1.0.0.onnx")["cases"]
-        .as_array()
-        .unwrap()
-        .clone();
+    let answered = Arc::new(std::sync::Mutex::new(std::collections::BTreeMap::new()));
     for &port in &ports {
-        let (http, stop, cases) = (http.clone(), stop.clone(), cases.clone());
+        let (http, stop, answered) = (http.clone(), stop.clone(), answered.clone());
         tokio::spawn(async move {
-            let mut i = 0usize;
+            // One-row requests drawn as models/generate.py draws the rows it checks the sample
+            // models' properties on: 8 features uniform on [-2, 2) in steps of 1/256.
+            let mut rng = rand::rngs::StdRng::seed_from_u64(u64::from(port));
             while !stop.load(Ordering::Relaxed) {
-                let case = &cases[i % cases.len()];
-                i += 1;
-                let _ = http
+                let row: Vec<f32> = (0..8)
+                    .map(|_| rng.gen_range(-512i32..512) as f32 / 256.0)
+                    .collect();
+                let res = http
                     .post(format!("http://127.0.0.1:{port}/v2/models/fraud/infer"))
-                    .json(&json!({ "inputs": case["inputs"] }))
+                    .json(&json!({ "inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 8], "data": row}] }))
                     .send()
                     .await;
+                if let Ok(body) = match res {
+                    Ok(r) => r.json::<Value>().await,
+                    Err(e) => Err(e),
+                } {
+                    if let Some(v) = body["model_version"].as_str() {
+                        *answered.lock().unwrap().entry(v.to_owned()).or_insert(0) += 1;
+                    }
+                }
                 tokio::time::sleep(Duration::from_millis(25)).await;
             }
         });
@@ -75,6 +86,7 @@ async fn fleet_of_agents(fleet: &Fleet) -> Agents {
         ports,
         _dir: dir,
         stop,
+        answered,
     }
 }
 
@@ -124,7 +136,7 @@ async fn agents_move_stage_by_stage_and_a_faulty_candidate_is_rolled_back() {
         .publish("fraud-1.2.0-faulty.onnx", "1.2.0", Some(3))
         .await;
     fleet.deploy("1.0.0").await;
-    let agents = fleet_of_agents(&fleet).await;
+    let agents = fleet_of_agents(&fleet, AGENTS).await;
 
     // A good candidate goes 10% → 50% → 100% and becomes the deployment.
     let r = fleet
@@ -214,6 +226,92 @@ async fn agents_move_stage_by_stage_and_a_faulty_candidate_is_rolled_back() {
         assert!(Instant::now() < deadline, "agents still serve {now:?}");
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shadow_stage_reports_agreement_and_stops_a_disagreeing_candidate() {
+    let fleet = Fleet::start_with(|s| s.rollout_tick_ms = 250).await;
+    fleet.publish("fraud-1.0.0.onnx", "1.0.0", Some(1)).await;
+    fleet.publish("fraud-1.1.0.onnx", "1.1.0", Some(2)).await;
+    fleet
+        .publish("fraud-2.0.0-disagree.onnx", "2.0.0", Some(3))
+        .await;
+    fleet.deploy("1.0.0").await;
+    let agents = fleet_of_agents(&fleet, 4).await;
+    let policy = json!({"stages": [
+        {"percent": 100, "shadow": true, "bake_secs": 6, "gates": {"min_shadow_agreement": 0.8, "min_devices_reporting": 4}},
+        {"percent": 100, "bake_secs": 0}]});
+
+    // A candidate that disagrees with 1.0.0 runs beside it, is measured, and is stopped.
+    let r = fleet
+        .call(
+            "POST",
+            "/api/v1/rollouts",
+            json!({"model": "fraud", "version": "2.0.0", "selector": "site=a", "policy": policy}),
+            201,
+        )
+        .await;
+    let id = r["id"].as_str().unwrap().to_owned();
+    let done = wait_state(
+        &fleet,
+        &id,
+        &["completed", "rolled_back", "paused"],
+        Duration::from_secs(120),
+    )
+    .await;
+    assert_eq!(done["state"], "rolled_back", "{done:#}");
+    let last = done["history"].as_array().unwrap().last().unwrap();
+    let gate = last["numbers"]["gates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["gate"] == "min_shadow_agreement")
+        .unwrap();
+    let agreement = gate["value"].as_f64().unwrap();
+    assert!(
+        agreement < 0.5,
+        "2.0.0 disagrees with 1.0.0 on most inputs: {gate}"
+    );
+    assert_eq!(last["numbers"]["devices"]["reporting"], 4, "{last:#}");
+    // It never answered a request: every answer of the whole run came from 1.0.0.
+    let answered = agents.answered.lock().unwrap().clone();
+    assert_eq!(
+        answered.keys().collect::<Vec<_>>(),
+        ["1.0.0"],
+        "{answered:?}"
+    );
+    assert!(answered["1.0.0"] > 100, "{answered:?}");
+
+    // A candidate that agrees passes its shadow stage and then goes live.
+    let r = fleet
+        .call(
+            "POST",
+            "/api/v1/rollouts",
+            json!({"model": "fraud", "version": "1.1.0", "selector": "site=a", "policy": policy}),
+            201,
+        )
+        .await;
+    let id = r["id"].as_str().unwrap().to_owned();
+    let done = wait_state(
+        &fleet,
+        &id,
+        &["completed", "rolled_back", "paused"],
+        Duration::from_secs(120),
+    )
+    .await;
+    assert_eq!(done["state"], "completed", "{done:#}");
+    let passed = &done["history"][1];
+    let gate = passed["numbers"]["gates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["gate"] == "min_shadow_agreement")
+        .unwrap();
+    assert!(
+        gate["value"].as_f64().unwrap() >= 0.85,
+        "1.1.0 agrees on most rows: {gate}"
+    );
+    assert!(serving(&agents).await.iter().all(|v| v == "1.1.0"));
 }
 
 /// A server replica on a shared Postgres database, logging its leadership changes.
