@@ -49,6 +49,8 @@ pub fn api_routes(cfg: &mut ServiceConfig) {
                 .service(devices::revoke_enrollment_token)
                 .service(devices::list_devices)
                 .service(devices::get_device)
+                .service(devices::device_health)
+                .service(devices::cohort_health)
                 .service(devices::set_labels)
                 .service(devices::approve)
                 .service(devices::revoke)
