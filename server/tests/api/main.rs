@@ -4,6 +4,7 @@
 mod helpers;
 
 mod blob;
+mod caching;
 mod errors;
 mod fleet;
 mod health;
