@@ -6,11 +6,15 @@ use utoipa::{Modify, OpenApi};
 use utoipa_actix_web::scope;
 use utoipa_actix_web::service_config::ServiceConfig;
 
-use crate::routes::{agent, artifacts, audit, devices, health, inference, keys, models, tokens};
+use crate::routes::{
+    agent, artifacts, audit, dashboard, devices, health, inference, keys, models, tokens,
+};
 
 /// Registers every documented route.
 pub fn api_routes(cfg: &mut ServiceConfig) {
-    cfg.service(health::healthz)
+    cfg.service(dashboard::index)
+        .service(dashboard::asset)
+        .service(health::healthz)
         .service(health::readyz)
         .service(health::metrics)
         .service(inference::server_metadata)
@@ -86,6 +90,7 @@ fn openapi_json() {}
     modifiers(&BearerAuth),
     tags(
         (name = "health", description = "Liveness, readiness, metrics"),
+        (name = "dashboard", description = "The web dashboard's page and files"),
         (name = "tokens", description = "API tokens (admin)"),
         (name = "audit", description = "Audit log (admin)"),
         (name = "trust", description = "Publisher keys, signing threshold, trust root"),

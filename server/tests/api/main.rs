@@ -5,6 +5,7 @@ mod helpers;
 
 mod blob;
 mod caching;
+mod dashboard;
 mod errors;
 mod fleet;
 mod health;
