@@ -7,7 +7,7 @@ use utoipa_actix_web::scope;
 use utoipa_actix_web::service_config::ServiceConfig;
 
 use crate::routes::{
-    agent, artifacts, audit, dashboard, devices, health, inference, keys, models, tokens,
+    agent, artifacts, audit, dashboard, devices, health, inference, keys, models, rollouts, tokens,
 };
 
 /// Registers every documented route.
@@ -63,6 +63,17 @@ pub fn api_routes(cfg: &mut ServiceConfig) {
                 .service(devices::list_deployments)
                 .service(devices::delete_deployment)
                 .service(devices::placement)
+                .service(rollouts::create_rollout)
+                .service(rollouts::list_rollouts)
+                .service(rollouts::get_rollout)
+                .service(rollouts::act)
+                .service(rollouts::put_policy)
+                .service(rollouts::list_policies)
+                .service(rollouts::get_policy)
+                .service(rollouts::delete_policy)
+                .service(rollouts::create_webhook)
+                .service(rollouts::list_webhooks)
+                .service(rollouts::delete_webhook)
                 .service(agent::enroll)
                 .service(agent::desired_state)
                 .service(agent::report),
@@ -97,6 +108,7 @@ fn openapi_json() {}
         (name = "models", description = "Models and signed versions"),
         (name = "artifacts", description = "Content-addressed model files"),
         (name = "devices", description = "Enrollment tokens, devices and deployments"),
+        (name = "rollouts", description = "Staged, health-gated rollouts, saved policies and webhooks"),
         (name = "agent", description = "The agents' API (device credentials)"),
         (name = "inference", description = "Open Inference Protocol (KServe v2) on the published models; errors are `{\"error\": \"message\", \"code\"}`"),
     )

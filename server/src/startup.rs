@@ -24,7 +24,9 @@ use crate::error::ApiError;
 use crate::inference::ServerInference;
 use crate::middleware::{audit_trail, etag_for_reads, json_error_body};
 use crate::openapi::{api_routes, ApiDoc};
+use crate::rollout_engine::{Clock, RolloutEngine, SystemClock};
 use crate::store::{self, NewToken, Store};
+use crate::webhooks::Webhooks;
 
 /// What every handler can reach.
 pub struct AppState {
@@ -47,13 +49,26 @@ pub struct AppState {
     pub inference: ServerInference,
     /// The HTTP request metrics (actix-web-prom), rendered on `/metrics` with inference's.
     pub http_metrics: prometheus::Registry,
+    /// Staged rollouts: the engine, its clock, and the transitions' webhooks.
+    pub rollouts: Arc<RolloutEngine>,
 }
 
 impl AppState {
-    /// Wakes every waiting desired-state poll so it recomputes.
+    /// Wakes every waiting desired-state poll, on this replica and (through the store's
+    /// notifications) on every other, so they recompute.
     pub fn fleet_changed(&self) {
-        self.fleet_changes.send_modify(|v| *v = v.wrapping_add(1));
+        fleet_changed(&self.fleet_changes, &self.store);
     }
+}
+
+fn fleet_changed(changes: &tokio::sync::watch::Sender<u64>, store: &Arc<dyn Store>) {
+    changes.send_modify(|v| *v = v.wrapping_add(1));
+    let store = store.clone();
+    tokio::spawn(async move {
+        if let Err(e) = store.notify_fleet_change().await {
+            tracing::warn!(error = %e, "cannot notify other replicas of a fleet change");
+        }
+    });
 }
 
 /// A bound, not yet running server.
@@ -65,6 +80,7 @@ pub struct Application {
     bootstrap_secret: Option<String>,
     store: Arc<dyn Store>,
     blobs: BlobStore,
+    rollouts: Arc<RolloutEngine>,
 }
 
 impl Application {
@@ -91,6 +107,16 @@ impl Application {
         store: Arc<dyn Store>,
         blobs: BlobStore,
     ) -> anyhow::Result<Self> {
+        Self::build_with_clock(settings, store, blobs, Arc::new(SystemClock)).await
+    }
+
+    /// Like [`Application::build_with`] with the rollouts' clock given (tests set it by hand).
+    pub async fn build_with_clock(
+        settings: Settings,
+        store: Arc<dyn Store>,
+        blobs: BlobStore,
+        clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<Self> {
         let bootstrap_secret =
             bootstrap_admin(store.as_ref(), settings.bootstrap_token.as_ref()).await?;
         let listener = TcpListener::bind(settings.listen)
@@ -106,7 +132,36 @@ impl Application {
             "flotilla-server starting"
         );
         let server_key = crate::domain::fleet::server_key(store.as_ref()).await?;
-        let server = run(listener, settings, store.clone(), blobs.clone(), server_key)?;
+        let fleet_changes = tokio::sync::watch::channel(0).0;
+        let rollouts = {
+            let (changes, store2) = (fleet_changes.clone(), store.clone());
+            Arc::new(RolloutEngine::new(
+                store.clone(),
+                clock,
+                Webhooks::new(store.clone()),
+                Box::new(move || fleet_changed(&changes, &store2)),
+            ))
+        };
+        {
+            // Other replicas' changes wake this one's long-polls too.
+            let changes = fleet_changes.clone();
+            store
+                .listen_fleet_changes(Box::new(move || {
+                    changes.send_modify(|v| *v = v.wrapping_add(1));
+                }))
+                .await?;
+        }
+        let server = run(
+            listener,
+            settings,
+            Shared {
+                store: store.clone(),
+                blobs: blobs.clone(),
+                server_key,
+                fleet_changes,
+                rollouts: rollouts.clone(),
+            },
+        )?;
         Ok(Self {
             addr,
             port,
@@ -115,6 +170,7 @@ impl Application {
             bootstrap_secret,
             store,
             blobs,
+            rollouts,
         })
     }
 
@@ -155,6 +211,11 @@ impl Application {
     /// The blob store, for tests that look behind the API.
     pub fn blobs(&self) -> BlobStore {
         self.blobs.clone()
+    }
+
+    /// The rollout engine (tests run its passes by hand with `rollout_tick_ms = 0`).
+    pub fn rollout_engine(&self) -> Arc<RolloutEngine> {
+        self.rollouts.clone()
     }
 
     /// Serves until SIGTERM/SIGINT, then lets in-flight requests finish.
@@ -224,15 +285,25 @@ fn prometheus() -> anyhow::Result<PrometheusMetrics> {
         .map_err(|e| anyhow::anyhow!("cannot set up metrics: {e}"))
 }
 
-fn run(
-    listener: TcpListener,
-    settings: Settings,
+/// What `run` shares with every worker, made before the server starts.
+struct Shared {
     store: Arc<dyn Store>,
     blobs: BlobStore,
     server_key: flotilla_protocol::signing::SigningKey,
-) -> anyhow::Result<Server> {
+    fleet_changes: tokio::sync::watch::Sender<u64>,
+    rollouts: Arc<RolloutEngine>,
+}
+
+fn run(listener: TcpListener, settings: Settings, shared: Shared) -> anyhow::Result<Server> {
     let settings = Arc::new(settings);
     let metrics = prometheus()?;
+    let Shared {
+        store,
+        blobs,
+        server_key,
+        fleet_changes,
+        rollouts,
+    } = shared;
     let state = web::Data::new(AppState {
         inference: ServerInference::new(store.clone(), blobs.clone(), &settings),
         store,
@@ -240,10 +311,17 @@ fn run(
         settings: settings.clone(),
         validation: tokio::sync::Semaphore::new(1),
         server_key,
-        fleet_changes: tokio::sync::watch::channel(0).0,
+        fleet_changes,
         stopping: tokio::sync::watch::channel(false).0,
         http_metrics: metrics.registry.clone(),
+        rollouts: rollouts.clone(),
     });
+    if settings.rollout_tick_ms > 0 {
+        tokio::spawn(rollouts.run(
+            Duration::from_millis(settings.rollout_tick_ms),
+            state.stopping.subscribe(),
+        ));
+    }
     // actix stops the server on the same signals; this only releases the long-polls, which
     // would otherwise hold the graceful shutdown for up to `shutdown_timeout_secs`.
     let stopping = state.stopping.clone();

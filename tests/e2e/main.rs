@@ -7,5 +7,6 @@ mod cli;
 mod demo;
 mod fleet;
 mod hybrid;
+mod rollouts;
 mod server;
 mod server_inference;

@@ -323,7 +323,8 @@ impl Updater {
         }
         self.set_status(&slot.model, &slot.version, SlotState::Verifying, None);
         let facts = self.verify_publishers(slot)?;
-        check_facts(slot, facts.as_ref(), current.as_ref())?;
+        let previous = self.state.previous.get(&slot.model);
+        check_facts(slot, facts.as_ref(), current.as_ref(), previous)?;
 
         let final_path = self.dir.model_file(&slot.sha256);
         // Bytes already on disk (the previous version, or the same file signed as another
@@ -519,10 +520,15 @@ impl Updater {
 
 /// Refuses what the signed facts forbid: a version other than the slot's, hardware this device
 /// does not have, and a downgrade the publishers did not allow.
+/// Checks a slot's signed facts against the slot and the installed version. Going back to the
+/// version this device ran just before its current one (same version, same bytes) is allowed
+/// even when it is older: that is how a rollout's rollback or abort returns a device to where
+/// it was. Any other downgrade needs a publisher-signed rollback allowance.
 fn check_facts(
     slot: &ModelSlot,
     facts: Option<&ModelFacts>,
     current: Option<&Installed>,
+    previous: Option<&Installed>,
 ) -> Result<(), SlotFailure> {
     if let Some(f) = facts {
         if f.model != slot.model || f.version != slot.version {
@@ -550,6 +556,9 @@ fn check_facts(
     let Some(current) = current else {
         return Ok(());
     };
+    if previous.is_some_and(|p| p.version == slot.version && p.sha256 == slot.sha256) {
+        return Ok(());
+    }
     let allowance = facts.and_then(|f| f.rollback_allowed_below);
     let allowed = |installed_release: u64| allowance.is_some_and(|below| installed_release < below);
     // Release counters when both sides have one, semantic versions otherwise.
@@ -735,7 +744,7 @@ mod tests {
     fn downgrades_need_a_signed_allowance() {
         let cur = installed("1.1.0", Some(5));
         let code = |s: &ModelSlot, f: Option<&ModelFacts>, c: Option<&Installed>| {
-            check_facts(s, f, c).err().map(|e| e.code)
+            check_facts(s, f, c, None).err().map(|e| e.code)
         };
         assert_eq!(
             code(
@@ -760,6 +769,37 @@ mod tests {
                 Some(&cur)
             ),
             None
+        );
+        // Back to exactly the version it ran before (a rollout's rollback): allowed; to another
+        // older one, or the same version with other bytes: refused.
+        let before = Installed {
+            sha256: "b".repeat(64),
+            ..installed("1.0.0", Some(4))
+        };
+        let mut back = slot("1.0.0");
+        back.sha256 = "b".repeat(64);
+        let older = facts("1.0.0", Some(4), None);
+        assert_eq!(
+            check_facts(&back, Some(&older), Some(&cur), Some(&before))
+                .err()
+                .map(|e| e.code),
+            None
+        );
+        assert_eq!(
+            check_facts(&slot("1.0.0"), Some(&older), Some(&cur), Some(&before))
+                .err()
+                .map(|e| e.code),
+            Some("downgrade_refused")
+        );
+        let other = Installed {
+            version: "0.9.0".into(),
+            ..before.clone()
+        };
+        assert_eq!(
+            check_facts(&back, Some(&older), Some(&cur), Some(&other))
+                .err()
+                .map(|e| e.code),
+            Some("downgrade_refused")
         );
         // No release counters: semantic versions decide.
         let cur = installed("1.1.0", None);

@@ -15,7 +15,10 @@ use uuid::Uuid;
 use super::names::{parse_label_name, parse_version, ModelName};
 use super::DomainError;
 use crate::auth;
-use crate::store::{DeploymentRecord, DeviceRecord, EnrollmentTokenRecord, Store, StoreError};
+use crate::store::{
+    DeploymentRecord, DeviceRecord, EnrollmentTokenRecord, RolloutRecord, Store, StoreError,
+    VersionRecord,
+};
 
 /// Prefix of enrollment token secrets.
 pub const ENROLLMENT_PREFIX: &str = "fle_";
@@ -302,11 +305,13 @@ pub fn applicable<'a>(
     chosen
 }
 
-/// The slots a device should run, sorted by model.
+/// The slots a device should run, sorted by model: its deployments, then the open rollouts
+/// whose current cohort holds it ([`super::rollouts::overlay`]).
 pub async fn desired_slots(
     store: &dyn Store,
     device: &DeviceRecord,
     deployments: &[DeploymentRecord],
+    rollouts: &[(RolloutRecord, VersionRecord)],
 ) -> Result<Vec<ModelSlot>, DomainError> {
     let mut slots = Vec::new();
     for (model, d) in applicable(deployments, &device.labels) {
@@ -324,6 +329,7 @@ pub async fn desired_slots(
             shadow: None,
         });
     }
+    super::rollouts::overlay(&mut slots, device, rollouts);
     Ok(slots)
 }
 
@@ -337,8 +343,9 @@ pub async fn desired_state(
 ) -> Result<(SignedDesiredState, u64), DomainError> {
     let mut device = device.clone();
     let deployments = store.list_deployments().await?;
+    let rollouts = super::rollouts::open_with_versions(store).await?;
     for _attempt in 0..5 {
-        let slots = desired_slots(store, &device, &deployments).await?;
+        let slots = desired_slots(store, &device, &deployments, &rollouts).await?;
         let hash = hex::encode(Sha256::digest(
             serde_json::to_vec(&slots).unwrap_or_default(),
         ));

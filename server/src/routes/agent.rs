@@ -181,12 +181,16 @@ pub async fn report(
         .record_report(
             device.id,
             report.report_seq,
-            Utc::now(),
+            // The rollouts' clock: gates compare receive times with stage openings.
+            state.rollouts.now(),
             &raw,
             report.applied_sequence,
             &slots,
             health.as_ref(),
         )
         .await?;
+    if accepted {
+        state.rollouts.nudge();
+    }
     Ok(HttpResponse::Ok().json(json!({"accepted": accepted})))
 }

@@ -10,6 +10,7 @@ pub mod health;
 pub mod inference;
 pub mod keys;
 pub mod models;
+pub mod rollouts;
 pub mod tokens;
 
 use chrono::{DateTime, SecondsFormat, Utc};

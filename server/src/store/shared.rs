@@ -1155,6 +1155,77 @@ macro_rules! impl_store {
             async fn delete_deployment(&self, id: Uuid) -> Result<(), StoreError> {
                 q::delete_deployment(&self.pool, id).await
             }
+            // Rollouts: the functions `rollout_queries!` made in module `rq`.
+            async fn insert_rollout(
+                &self,
+                r: &crate::store::RolloutRecord,
+                event: &crate::store::RolloutEventRecord,
+            ) -> Result<(), StoreError> {
+                rq::insert_rollout(&self.pool, r, event).await
+            }
+            async fn list_rollouts(&self) -> Result<Vec<crate::store::RolloutRecord>, StoreError> {
+                rq::list_rollouts(&self.pool).await
+            }
+            async fn list_open_rollouts(&self) -> Result<Vec<crate::store::RolloutRecord>, StoreError> {
+                rq::list_open_rollouts(&self.pool).await
+            }
+            async fn get_rollout(
+                &self,
+                id: Uuid,
+            ) -> Result<Option<crate::store::RolloutRecord>, StoreError> {
+                rq::get_rollout(&self.pool, id).await
+            }
+            async fn transition_rollout(
+                &self,
+                r: &crate::store::RolloutRecord,
+                expected_revision: i64,
+                event: &crate::store::RolloutEventRecord,
+                baseline: Option<&crate::store::DeploymentRecord>,
+            ) -> Result<bool, StoreError> {
+                rq::transition_rollout(&self.pool, r, expected_revision, event, baseline).await
+            }
+            async fn list_rollout_events(
+                &self,
+                rollout_id: Option<Uuid>,
+                limit: u32,
+            ) -> Result<Vec<crate::store::RolloutEventRecord>, StoreError> {
+                rq::list_rollout_events(&self.pool, rollout_id, limit).await
+            }
+            async fn put_rollout_policy(
+                &self,
+                p: &crate::store::PolicyRecord,
+            ) -> Result<bool, StoreError> {
+                rq::put_rollout_policy(&self.pool, p).await
+            }
+            async fn get_rollout_policy(
+                &self,
+                name: &str,
+            ) -> Result<Option<crate::store::PolicyRecord>, StoreError> {
+                rq::get_rollout_policy(&self.pool, name).await
+            }
+            async fn list_rollout_policies(
+                &self,
+            ) -> Result<Vec<crate::store::PolicyRecord>, StoreError> {
+                rq::list_rollout_policies(&self.pool).await
+            }
+            async fn delete_rollout_policy(&self, name: &str) -> Result<(), StoreError> {
+                rq::delete_rollout_policy(&self.pool, name).await
+            }
+            async fn insert_webhook(&self, w: &crate::store::WebhookRecord) -> Result<(), StoreError> {
+                rq::insert_webhook(&self.pool, w).await
+            }
+            async fn list_webhooks(&self) -> Result<Vec<crate::store::WebhookRecord>, StoreError> {
+                rq::list_webhooks(&self.pool).await
+            }
+            async fn delete_webhook(&self, id: Uuid) -> Result<(), StoreError> {
+                rq::delete_webhook(&self.pool, id).await
+            }
+            async fn reports_since(
+                &self,
+                since: DateTime<Utc>,
+            ) -> Result<Vec<(Uuid, DateTime<Utc>, serde_json::Value)>, StoreError> {
+                rq::reports_since(&self.pool, since).await
+            }
             $($extra)*
         }
     };

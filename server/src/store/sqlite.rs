@@ -14,6 +14,10 @@ mod q {
     super::shared_queries!(sqlx::Sqlite);
 }
 
+mod rq {
+    crate::store::rollouts::rollout_queries!(sqlx::Sqlite);
+}
+
 /// Metadata in a SQLite database file.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
@@ -57,4 +61,20 @@ impl SqliteStore {
     }
 }
 
-impl_store!(SqliteStore, super::Backend::Sqlite, {});
+impl_store!(SqliteStore, super::Backend::Sqlite, {
+    // One node owns the database file: it always leads, and has no other replica to tell.
+    async fn try_lead(&self) -> Result<bool, StoreError> {
+        Ok(true)
+    }
+
+    async fn notify_fleet_change(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn listen_fleet_changes(
+        &self,
+        _on_change: Box<dyn Fn() + Send + Sync>,
+    ) -> Result<(), StoreError> {
+        Ok(())
+    }
+});

@@ -13,6 +13,7 @@ mod inference;
 mod openapi;
 mod registry;
 mod registry_upstream;
+mod rollouts;
 mod store;
 mod tls;
 mod tokens;
