@@ -162,7 +162,7 @@ function Page(props: { section: Section; item?: string; params: URLSearchParams 
     case 'models':
       return <Models name={props.item} />;
     case 'rollouts':
-      return <Rollouts id={props.item} />;
+      return <Rollouts id={props.item} params={props.params} />;
     case 'devices':
       return <Devices id={props.item} params={props.params} />;
     case 'placement':

@@ -473,6 +473,101 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/rollout-policies": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Lists saved rollout policies. */
+        get: operations["list_policies"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/rollout-policies/{name}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** One saved rollout policy. */
+        get: operations["get_policy"];
+        /** Saves a rollout policy under a name for reuse (operator or admin); replaces one of that name. */
+        put: operations["put_policy"];
+        post?: never;
+        /** Deletes a saved rollout policy (rollouts created from it keep their copy). */
+        delete: operations["delete_policy"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/rollouts": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Lists rollouts, newest first (without live figures; `GET /rollouts/{id}` has them). */
+        get: operations["list_rollouts"];
+        put?: never;
+        /** Starts a rollout (operator or admin): its first stage opens at once. */
+        post: operations["create_rollout"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/rollouts/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * One rollout: its stage, devices per state, the gates against their thresholds, and every
+         *     transition with its reason.
+         */
+        get: operations["get_rollout"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/rollouts/{id}/{action}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Acts on a rollout (operator or admin): `pause`, `resume`, `approve` (a stage waiting for
+         *     approval), `abort` (every device back to its previous version) or `promote` (the target
+         *     becomes the selector's deployment now).
+         */
+        post: operations["act"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/tokens": {
         parameters: {
             query?: never;
@@ -537,6 +632,44 @@ export interface paths {
         put: operations["set_threshold"];
         post?: never;
         delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/webhooks": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Lists webhooks (admin). */
+        get: operations["list_webhooks"];
+        put?: never;
+        /**
+         * Registers a URL that receives every rollout transition, signed with HMAC-SHA256 (admin).
+         *     The secret is shown only in this answer.
+         */
+        post: operations["create_webhook"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/webhooks/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /** Deletes a webhook (admin). */
+        delete: operations["delete_webhook"];
         options?: never;
         head?: never;
         patch?: never;
@@ -981,6 +1114,18 @@ export interface components {
              */
             signing_threshold?: number | null;
         };
+        /** @description Body of `POST /api/v1/rollouts`. */
+        CreateRolloutRequest: {
+            /** @description Model name. */
+            model: string;
+            policy?: null | components["schemas"]["RolloutPolicy"];
+            /** @description A saved policy's name (exclusive with `policy`). */
+            policy_name?: string | null;
+            /** @description Label selector (`key=value,...`); empty means every device. */
+            selector?: string;
+            /** @description Version to roll out. */
+            version: string;
+        };
         /** @description Body of `POST /api/v1/tokens`. */
         CreateTokenRequest: {
             /**
@@ -1001,6 +1146,16 @@ export interface components {
             bundles: string[];
             /** @description Semantic version, e.g. `1.2.0`; must be higher than every existing version of the model. */
             version: string;
+        };
+        /** @description Body of `POST /api/v1/webhooks`. */
+        CreateWebhookRequest: {
+            /**
+             * @description Shared secret for the `X-Flotilla-Signature: sha256=<hex HMAC-SHA256 of the body>`
+             *     header; generated and returned once when absent.
+             */
+            secret?: string | null;
+            /** @description `http://` or `https://` URL that receives rollout transitions as JSON POSTs. */
+            url: string;
         };
         /** @description A deployment. */
         DeploymentInfo: {
@@ -1037,6 +1192,39 @@ export interface components {
             selector?: string;
             /** @description Version to run. */
             version: string;
+        };
+        /** @description How many of the current stage's devices are where. */
+        DeviceCounts: {
+            /**
+             * Format: int64
+             * @description Cohort devices running the candidate (in shadow, for a shadow stage).
+             */
+            active: number;
+            /**
+             * Format: int64
+             * @description Cohort devices that failed to activate it, or missed the deadline.
+             */
+            failed: number;
+            /**
+             * Format: int64
+             * @description Of those, devices in the current stage's cohort.
+             */
+            in_stage: number;
+            /**
+             * Format: int64
+             * @description Devices matching the selector.
+             */
+            matching: number;
+            /**
+             * Format: int64
+             * @description Cohort devices still downloading or not yet reporting.
+             */
+            pending: number;
+            /**
+             * Format: int64
+             * @description Cohort devices that reported health for the candidate this stage.
+             */
+            reporting: number;
         };
         /** @description Body of `GET /api/v1/devices/{id}/health`: the device's reported health windows. */
         DeviceHealthHistory: {
@@ -1239,6 +1427,53 @@ export interface components {
              */
             timeout_ms: number;
         };
+        /** @description What a stage checks before it lets the rollout go on. A gate left out is not checked. */
+        Gates: {
+            /**
+             * Format: double
+             * @description At most this share (0–1) of the candidate's inferences failed or gave NaN/infinite values.
+             */
+            max_error_rate?: number | null;
+            /**
+             * Format: double
+             * @description At most this share (0–1) of the stage's devices failed to activate the candidate (a
+             *     device that has not by its activation deadline counts as failed).
+             */
+            max_failed_ratio?: number | null;
+            /**
+             * Format: double
+             * @description The candidate's p95 latency is at most this multiple of the p95 of the devices still on
+             *     the previous version (not checked while those devices report no inferences).
+             */
+            max_p95_latency_ratio?: number | null;
+            /**
+             * Format: int64
+             * @description At least this many of the stage's devices have reported the candidate running.
+             */
+            min_devices_reporting?: number | null;
+            /**
+             * Format: double
+             * @description In a shadow stage: at least this share (0–1) of compared requests agreed.
+             */
+            min_shadow_agreement?: number | null;
+        };
+        /** @description One gate's value in the current stage against its threshold. */
+        GateValue: {
+            /** @description Gate name, as in [`Gates`]. */
+            gate: string;
+            /** @description `pass`, `fail` or `pending` (not measurable yet). */
+            status: string;
+            /**
+             * Format: double
+             * @description The policy's threshold.
+             */
+            threshold: number;
+            /**
+             * Format: double
+             * @description Measured value; `None` while there is nothing to measure.
+             */
+            value?: number | null;
+        };
         /** @description What a device says about its hardware at enrollment. */
         HardwareProfile: {
             /** @description Accelerators, free-form (`jetson-orin`, `coral-tpu`). */
@@ -1438,6 +1673,11 @@ export interface components {
              */
             yanked_at?: string | null;
         };
+        /**
+         * @description What happens when a gate is breached.
+         * @enum {string}
+         */
+        OnFailure: "pause" | "rollback";
         /** @description Body of `GET /api/v1/placement?model=...`. */
         PlacementReport: {
             /**
@@ -1451,6 +1691,11 @@ export interface components {
             model: string;
             /** @description On the server: one row per version it has served (since the server started). */
             server: components["schemas"]["ServerPlacement"][];
+        };
+        /** @description `GET /api/v1/rollout-policies` answer. */
+        PolicyList: {
+            /** @description By name. */
+            policies: components["schemas"]["SavedPolicy"][];
         };
         /** @description A registered publisher key. */
         PublisherKeyInfo: {
@@ -1486,6 +1731,97 @@ export interface components {
          * @enum {string}
          */
         Role: "admin" | "publisher" | "operator" | "viewer" | "inference";
+        /** @description Body of the pause, resume, approve, abort and promote actions (all optional). */
+        RolloutActionRequest: {
+            /** @description Why, recorded in the rollout's history. */
+            reason?: string | null;
+        };
+        /** @description A rollout as the API shows it. */
+        RolloutInfo: {
+            /** @description Creation (RFC 3339). */
+            created_at: string;
+            /** @description Creator. */
+            created_by: string;
+            /** @description Devices of the current stage, by state (filled by `GET /api/v1/rollouts/{id}`). */
+            devices?: components["schemas"]["DeviceCounts"];
+            /** @description The current stage's gates against their thresholds (filled by `GET .../{id}`). */
+            gates?: components["schemas"]["GateValue"][];
+            /** @description Every transition, oldest first (filled by `GET .../{id}`). */
+            history?: components["schemas"]["Transition"][];
+            /** @description Id. */
+            id: string;
+            /** @description Model. */
+            model: string;
+            /** @description The policy it follows. */
+            policy: components["schemas"]["RolloutPolicy"];
+            /** @description The saved policy it was created from, if any. */
+            policy_name?: string | null;
+            /** @description Versions the devices of the selector ran before, with how many ran each. */
+            previous_versions?: {
+                [key: string]: number;
+            };
+            /** @description The last transition's reason. */
+            reason: string;
+            /** @description Canonical selector text. */
+            selector: string;
+            /**
+             * Format: int32
+             * @description Current stage (0-based).
+             */
+            stage: number;
+            /** @description When the current stage opened (RFC 3339). */
+            stage_started_at: string;
+            /** @description State. */
+            state: components["schemas"]["RolloutState"];
+            /** @description Last change (RFC 3339). */
+            updated_at: string;
+            /** @description Target version. */
+            version: string;
+        };
+        /** @description `GET /api/v1/rollouts` answer. */
+        RolloutList: {
+            /** @description Newest first. */
+            rollouts: components["schemas"]["RolloutInfo"][];
+        };
+        /** @description How a rollout proceeds: reusable by name. */
+        RolloutPolicy: {
+            /**
+             * Format: int64
+             * @description Seconds a device has, from its stage opening, to report the candidate active.
+             */
+            activation_deadline_secs?: number;
+            /** @description On a breached gate (default `rollback`). */
+            on_failure?: components["schemas"]["OnFailure"];
+            /**
+             * Format: double
+             * @description Shadow stages: share of requests also run on the candidate, in (0, 1].
+             */
+            shadow_sample_rate?: number;
+            /**
+             * Format: double
+             * @description Shadow stages: largest absolute difference that still counts as agreement when the top
+             *     class differs.
+             */
+            shadow_tolerance?: number;
+            /** @description The stages, growing. */
+            stages: components["schemas"]["Stage"][];
+        };
+        /**
+         * @description Where a rollout is.
+         * @enum {string}
+         */
+        RolloutState: "running" | "waiting_approval" | "paused" | "completed" | "rolled_back" | "aborted";
+        /** @description Body of `PUT /api/v1/rollout-policies/{name}` and what `GET` returns. */
+        SavedPolicy: {
+            /** @description Name. */
+            name?: string;
+            /** @description The policy. */
+            policy: components["schemas"]["RolloutPolicy"];
+            /** @description When (RFC 3339). */
+            updated_at?: string;
+            /** @description Who saved it last. */
+            updated_by?: string;
+        };
         /** @description A model version served by the server. */
         ServerPlacement: {
             /**
@@ -1587,6 +1923,33 @@ export interface components {
             /** @description The version this status is about (the target, for downloading/failed). */
             version: string;
         };
+        /** @description One stage of a rollout. */
+        Stage: {
+            /**
+             * Format: int64
+             * @description Shortest time the stage runs before it may advance, in seconds.
+             */
+            bake_secs?: number;
+            /**
+             * Format: int64
+             * @description Cumulative number of the selector's devices (exclusive with `percent`).
+             */
+            devices?: number | null;
+            /** @description Gates checked during and at the end of the stage. */
+            gates?: components["schemas"]["Gates"];
+            /** @description The stage waits for an operator's `approve` once its gates hold. */
+            manual_approval?: boolean;
+            /**
+             * Format: double
+             * @description Cumulative share of the selector's devices, 0–100 (exclusive with `devices`).
+             */
+            percent?: number | null;
+            /**
+             * @description Shadow stage: the stage's devices run the candidate beside their current version, which
+             *     keeps answering every request.
+             */
+            shadow?: boolean;
+        };
         /** @description One signature of a [`SignedDesiredState`]. */
         StateSignature: {
             /** @description Key id of the signer (hex sha256 of its SPKI DER). */
@@ -1627,6 +1990,30 @@ export interface components {
             /** @description All tokens, oldest first, revoked ones included. */
             tokens: components["schemas"]["TokenInfo"][];
         };
+        /** @description One recorded transition of a rollout. */
+        Transition: {
+            /** @description Who: `engine`, or the operator token's name. */
+            actor: string;
+            /** @description When (RFC 3339). */
+            at: string;
+            /**
+             * @description `created`, `advanced`, `paused`, `resumed`, `waiting_approval`, `approved`, `completed`,
+             *     `rolled_back`, `aborted`, `promoted`.
+             */
+            event: string;
+            from_state?: null | components["schemas"]["RolloutState"];
+            /** @description The numbers behind it: device counts and gate values at that moment. */
+            numbers?: unknown;
+            /** @description Why, in words. */
+            reason: string;
+            /**
+             * Format: int32
+             * @description Stage index (0-based) after the transition.
+             */
+            stage: number;
+            /** @description State after. */
+            to_state: components["schemas"]["RolloutState"];
+        };
         /**
          * @description The current trust root, exported for provisioning agents (`GET /api/v1/trust-root`):
          *     the active publisher keys and the thresholds. Agents get it at install time, never from an
@@ -1663,6 +2050,24 @@ export interface components {
         VersionList: {
             /** @description Versions, highest first. */
             versions: components["schemas"]["ModelVersionInfo"][];
+        };
+        /** @description A webhook as listed (the secret only in the create answer). */
+        WebhookInfo: {
+            /** @description Creation (RFC 3339). */
+            created_at: string;
+            /** @description Creator. */
+            created_by: string;
+            /** @description Id. */
+            id: string;
+            /** @description The secret, only in the answer to its creation. */
+            secret?: string | null;
+            /** @description Target URL. */
+            url: string;
+        };
+        /** @description `GET /api/v1/webhooks` answer. */
+        WebhookList: {
+            /** @description Oldest first (never the secrets). */
+            webhooks: components["schemas"]["WebhookInfo"][];
         };
         /** @description Body of `GET /api/v1/whoami`. */
         WhoAmI: {
@@ -2828,6 +3233,277 @@ export interface operations {
             };
         };
     };
+    list_policies: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PolicyList"];
+                };
+            };
+        };
+    };
+    get_policy: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description policy name */
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SavedPolicy"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+        };
+    };
+    put_policy: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description policy name */
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["RolloutPolicy"];
+            };
+        };
+        responses: {
+            /** @description replaced */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SavedPolicy"];
+                };
+            };
+            /** @description created */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SavedPolicy"];
+                };
+            };
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+        };
+    };
+    delete_policy: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description policy name */
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description deleted */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+        };
+    };
+    list_rollouts: {
+        parameters: {
+            query?: {
+                /** @description Only this model's rollouts. */
+                model?: string | null;
+                /** @description Only rollouts in this state (`running`, `paused`, ...), or `open` for those holding devices. */
+                state?: string | null;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RolloutList"];
+                };
+            };
+        };
+    };
+    create_rollout: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["CreateRolloutRequest"];
+            };
+        };
+        responses: {
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RolloutInfo"];
+                };
+            };
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description no such model, version or saved policy */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description `rollout_overlap`: another open rollout of the model targets the same devices; `version_yanked` */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+        };
+    };
+    get_rollout: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description rollout id */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RolloutInfo"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+        };
+    };
+    act: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description pause | resume | approve | abort | promote */
+                action: string;
+                /** @description rollout id */
+                id: string;
+            };
+            cookie?: never;
+        };
+        /** @description optional reason */
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["RolloutActionRequest"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RolloutInfo"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description `invalid_rollout_state`: the action does not fit the state */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+        };
+    };
     list_tokens: {
         parameters: {
             query?: never;
@@ -2982,6 +3658,85 @@ export interface operations {
                 };
             };
             400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+        };
+    };
+    list_webhooks: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["WebhookList"];
+                };
+            };
+        };
+    };
+    create_webhook: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["CreateWebhookRequest"];
+            };
+        };
+        responses: {
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["WebhookInfo"];
+                };
+            };
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+        };
+    };
+    delete_webhook: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description webhook id */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description deleted */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };

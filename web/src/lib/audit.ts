@@ -28,12 +28,20 @@ const PHRASES: [method: string, route: string, phrase: string][] = [
   ['PUT', '/api/v1/deployments', 'deployed'],
   ['DELETE', '/api/v1/deployments/{id}', 'removed a deployment'],
   ['POST', '/api/v1/rollouts', 'started a rollout of'],
-  ['POST', '/api/v1/rollouts/{id}/pause', 'paused a rollout'],
-  ['POST', '/api/v1/rollouts/{id}/resume', 'resumed a rollout'],
-  ['POST', '/api/v1/rollouts/{id}/approve', 'approved a rollout stage'],
-  ['POST', '/api/v1/rollouts/{id}/abort', 'aborted a rollout'],
-  ['POST', '/api/v1/rollouts/{id}/promote', 'promoted a rollout'],
+  ['PUT', '/api/v1/rollout-policies/{name}', 'saved rollout policy'],
+  ['DELETE', '/api/v1/rollout-policies/{name}', 'deleted a rollout policy'],
+  ['POST', '/api/v1/webhooks', 'added a webhook'],
+  ['DELETE', '/api/v1/webhooks/{id}', 'removed a webhook'],
 ];
+
+/** One route serves every rollout action; the action is the path's last segment. */
+const ROLLOUT_ACTIONS: Record<string, string> = {
+  pause: 'paused a rollout',
+  resume: 'resumed a rollout',
+  approve: 'approved a rollout stage',
+  abort: 'aborted a rollout',
+  promote: 'promoted a rollout',
+};
 
 function field(detail: unknown, key: string): string | undefined {
   if (detail && typeof detail === 'object' && key in detail) {
@@ -54,13 +62,17 @@ export function actor(entry: AuditLike): string {
 
 /** "published fraud@1.1.0", "paused a rollout", or the method and route when unknown. */
 export function describe(entry: AuditLike): string {
+  if (entry.method === 'POST' && entry.route === '/api/v1/rollouts/{id}/{action}') {
+    const action = entry.path.split('/').pop() ?? '';
+    return ROLLOUT_ACTIONS[action] ?? `${action} on a rollout`;
+  }
   const known = PHRASES.find(([m, r]) => m === entry.method && r === entry.route);
   if (!known) return `${entry.method} ${entry.route}`;
   const phrase = known[2];
   if (entry.route === '/api/v1/enroll') return phrase;
   const model = field(entry.detail, 'model');
   const version = field(entry.detail, 'version');
-  const name = field(entry.detail, 'name');
+  const name = field(entry.detail, 'name') ?? field(entry.detail, 'policy');
   if (model && version) return `${phrase} ${model}@${version}`;
   if (model) return `${phrase} ${model}`;
   if (name) return `${phrase} ${name}`;
