@@ -64,9 +64,10 @@ function shareText(s: Stage): string {
   return '—';
 }
 
+/** "from 1.0.0, 1.1.0 · " when known (the list leaves previous versions out). */
 function fromVersions(r: Rollout): string {
   const versions = Object.keys(r.previous_versions ?? {});
-  return versions.length ? versions.join(', ') : 'nothing';
+  return versions.length ? `from ${versions.join(', ')} · ` : '';
 }
 
 /** A progress bar over the stages: finished stages full, the current one half. */
@@ -150,7 +151,6 @@ function RolloutList(props: { params: URLSearchParams }) {
                             {r.model}@{r.version}
                           </strong>
                         </a>
-                        <div class="muted small">from {fromVersions(r)}</div>
                       </td>
                       <td>
                         {r.selector ? (
@@ -203,12 +203,14 @@ export function ActiveRollouts() {
           <ul class="rollout-cards">
             {l.rollouts.map((r) => (
               <li key={r.id}>
-                <a href={href('rollouts', r.id)}>
-                  <strong>
-                    {r.model}@{r.version}
-                  </strong>
-                </a>{' '}
-                <StateBadge state={r.state} />
+                <div class="rollout-card-head">
+                  <a href={href('rollouts', r.id)}>
+                    <strong>
+                      {r.model}@{r.version}
+                    </strong>
+                  </a>{' '}
+                  <StateBadge state={r.state} />
+                </div>
                 <div class="muted small">
                   {r.selector ? <code>{r.selector}</code> : 'every device'} · {stageText(r)}
                 </div>
@@ -280,7 +282,7 @@ function RolloutDetail(props: { id: string }) {
                 <span data-testid="rollout-state">
                   <StateBadge state={r.state} />
                 </span>{' '}
-                <span data-testid="rollout-stage">{stageText(r)}</span> · from {fromVersions(r)} ·{' '}
+                <span data-testid="rollout-stage">{stageText(r)}</span> · {fromVersions(r)}
                 {r.selector ? <code>{r.selector}</code> : 'every device'} · started{' '}
                 {ago(r.created_at)} by {r.created_by}
               </>
