@@ -209,28 +209,22 @@ pub async fn deploy(
     if let Some(e) = &escalation {
         check_escalation(store, e).await?;
     }
-    let name = ModelName::parse(model)?;
-    let m = store
-        .get_model(name.as_str())
-        .await?
-        .ok_or_else(|| DomainError::not_found(format!("model `{name}` not found")))?;
-    let v = parse_version(version)?;
-    let record = store
-        .get_version(m.id, &v.to_string())
-        .await?
-        .ok_or_else(|| DomainError::not_found(format!("model `{name}` has no version {v}")))?;
+    let record = find_version(store, model, version).await?;
     if record.yanked_at.is_some() {
         return Err(DomainError::conflict(
             ErrorCode::Conflict,
-            format!("{name}@{v} is yanked and cannot be deployed"),
+            format!(
+                "{}@{} is yanked and cannot be deployed",
+                record.model_name, record.version
+            ),
         ));
     }
     let selector = parse_selector(selector)?;
     let deployment = DeploymentRecord {
         id: Uuid::new_v4(),
-        model_id: m.id,
-        model_name: m.name,
-        version: v.to_string(),
+        model_id: record.model_id,
+        model_name: record.model_name,
+        version: record.version,
         selector_text: selector_text(&selector),
         selector,
         created_by: who.to_owned(),
@@ -240,6 +234,24 @@ pub async fn deploy(
     };
     let created = store.upsert_deployment(&deployment).await?;
     Ok((deployment, created))
+}
+
+/// A version of a model by name, or 404 naming what is missing.
+pub async fn find_version(
+    store: &dyn Store,
+    model: &str,
+    version: &str,
+) -> Result<VersionRecord, DomainError> {
+    let name = ModelName::parse(model)?;
+    let m = store
+        .get_model(name.as_str())
+        .await?
+        .ok_or_else(|| DomainError::not_found(format!("model `{name}` not found")))?;
+    let v = parse_version(version)?;
+    store
+        .get_version(m.id, &v.to_string())
+        .await?
+        .ok_or_else(|| DomainError::not_found(format!("model `{name}` has no version {v}")))
 }
 
 /// Longest escalation timeout accepted: past this a device would rather answer itself.

@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, HashSet};
 use uuid::Uuid;
 
 use super::fleet::{matches, parse_selector, selector_text, Selector};
-use super::names::{parse_label_name, parse_version, ModelName};
+use super::names::parse_label_name;
 use super::DomainError;
 use crate::store::{
     DeploymentRecord, DeviceRecord, PolicyRecord, RolloutEventRecord, RolloutRecord, Store,
@@ -207,20 +207,14 @@ async fn target_version(
     model: &str,
     version: &str,
 ) -> Result<VersionRecord, DomainError> {
-    let name = ModelName::parse(model)?;
-    let m = store
-        .get_model(name.as_str())
-        .await?
-        .ok_or_else(|| DomainError::not_found(format!("model `{name}` not found")))?;
-    let v = parse_version(version)?;
-    let record = store
-        .get_version(m.id, &v.to_string())
-        .await?
-        .ok_or_else(|| DomainError::not_found(format!("model `{name}` has no version {v}")))?;
+    let record = super::fleet::find_version(store, model, version).await?;
     if record.yanked_at.is_some() {
         return Err(DomainError::conflict(
             ErrorCode::VersionYanked,
-            format!("{name}@{v} is yanked and cannot be rolled out"),
+            format!(
+                "{}@{} is yanked and cannot be rolled out",
+                record.model_name, record.version
+            ),
         ));
     }
     Ok(record)
@@ -517,8 +511,8 @@ pub fn measure(
         counts.in_stage += 1;
         let (active, failed) = match (&status, r.shadow) {
             (Some(s), false) => (
-                s.active_version.as_deref() == Some(r.version.as_str())
-                    && s.state == SlotState::Active,
+                s.state == SlotState::Active
+                    && s.active_version.as_deref().unwrap_or(&s.version) == r.version,
                 s.state == SlotState::Failed && s.version == r.version,
             ),
             (Some(s), true) => match &s.shadow {
@@ -672,7 +666,8 @@ pub async fn view(
     Ok(measure(r, &devices, &reports, now))
 }
 
-/// A transition to record: the rollout after it, the event, and (on completion) the baseline.
+/// A transition to record: the rollout after it, the event, and (on completion) the
+/// deployments that make the target what the selector's devices run from then on.
 #[derive(Debug, Clone)]
 pub struct Change {
     /// The rollout after the transition.
@@ -680,7 +675,7 @@ pub struct Change {
     /// What is recorded.
     pub event: RolloutEventRecord,
     /// The deployment a completed rollout leaves behind.
-    pub baseline: Option<DeploymentRecord>,
+    pub baseline: Vec<DeploymentRecord>,
 }
 
 fn change(
@@ -695,18 +690,21 @@ fn change(
     after.revision = before.revision + 1;
     after.updated_at = now;
     after.reason = reason.clone();
-    let baseline = (after.state == RolloutState::Completed).then(|| DeploymentRecord {
-        id: Uuid::new_v4(),
-        model_id: after.model_id,
-        model_name: after.model_name.clone(),
-        version: after.version.clone(),
-        selector: after.selector.clone(),
-        selector_text: after.selector_text.clone(),
-        created_by: format!("rollout {}", after.id),
-        created_at: now,
-        updated_at: now,
-        escalation: None,
-    });
+    let baseline: Vec<DeploymentRecord> = (after.state == RolloutState::Completed)
+        .then(|| DeploymentRecord {
+            id: Uuid::new_v4(),
+            model_id: after.model_id,
+            model_name: after.model_name.clone(),
+            version: after.version.clone(),
+            selector: after.selector.clone(),
+            selector_text: after.selector_text.clone(),
+            created_by: format!("rollout {}", after.id),
+            created_at: now,
+            updated_at: now,
+            escalation: None,
+        })
+        .into_iter()
+        .collect();
     Change {
         event: RolloutEventRecord {
             id: 0,
@@ -964,14 +962,33 @@ pub fn act(
     })
 }
 
-/// Writes a change; false when another writer got there first.
+/// Writes a change; false when another writer got there first. A completing rollout also moves
+/// the more specific deployments of its model inside its selector (a hybrid subgroup, say) to
+/// the target, keeping their escalation policies: every device the rollout reached keeps the
+/// target.
 pub async fn commit(
     store: &dyn Store,
     before: &RolloutRecord,
-    c: &Change,
+    c: &mut Change,
 ) -> Result<bool, DomainError> {
+    if c.rollout.state == RolloutState::Completed {
+        let r = &c.rollout;
+        for d in store.list_deployments().await? {
+            let inside = d.model_id == r.model_id
+                && d.selector_text != r.selector_text
+                && matches(&r.selector, &d.selector);
+            if inside {
+                c.baseline.push(DeploymentRecord {
+                    version: r.version.clone(),
+                    updated_at: c.event.at,
+                    created_by: format!("rollout {}", r.id),
+                    ..d
+                });
+            }
+        }
+    }
     Ok(store
-        .transition_rollout(&c.rollout, before.revision, &c.event, c.baseline.as_ref())
+        .transition_rollout(&c.rollout, before.revision, &c.event, &c.baseline)
         .await?)
 }
 
@@ -1048,8 +1065,8 @@ pub async fn evaluate_all(
     let mut done = Vec::new();
     for r in &running {
         let view = measure(r, &devices, &reports, now);
-        if let Some(c) = decide(r, &view, &devices, now) {
-            if commit(store, r, &c).await? {
+        if let Some(mut c) = decide(r, &view, &devices, now) {
+            if commit(store, r, &mut c).await? {
                 done.push(c);
             }
         }

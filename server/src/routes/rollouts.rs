@@ -83,7 +83,7 @@ pub async fn create_rollout(
         state.rollouts.published(&rollouts::Change {
             rollout: r.clone(),
             event: first.clone(),
-            baseline: None,
+            baseline: Vec::new(),
         });
     }
     audit_detail(
@@ -191,7 +191,7 @@ pub async fn act(
         let now = state.rollouts.now();
         let devices = store.list_devices().await?;
         let view = rollouts::view(store, &r, now).await?;
-        let c = rollouts::act(
+        let mut c = rollouts::act(
             &r,
             action,
             &principal.name,
@@ -200,7 +200,7 @@ pub async fn act(
             &devices,
             now,
         )?;
-        if rollouts::commit(store, &r, &c).await? {
+        if rollouts::commit(store, &r, &mut c).await? {
             state.rollouts.published(&c);
             audit_detail(
                 &req,

@@ -533,14 +533,15 @@ pub trait Store: Send + Sync + 'static {
     /// A rollout by id.
     async fn get_rollout(&self, id: Uuid) -> Result<Option<RolloutRecord>, StoreError>;
     /// In one transaction: writes `r` if the stored revision is still `expected_revision`,
-    /// appends `event`, and (when a rollout completes) makes `baseline` the selector's
-    /// deployment. False when another writer changed the rollout first.
+    /// appends `event`, and (when a rollout completes) writes each of `baseline` as its
+    /// selector's deployment (an existing one keeps its escalation policy). False when another
+    /// writer changed the rollout first.
     async fn transition_rollout(
         &self,
         r: &RolloutRecord,
         expected_revision: i64,
         event: &RolloutEventRecord,
-        baseline: Option<&DeploymentRecord>,
+        baseline: &[DeploymentRecord],
     ) -> Result<bool, StoreError>;
     /// A rollout's events oldest first, or (without an id) the latest events of all, newest first.
     async fn list_rollout_events(

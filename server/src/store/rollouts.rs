@@ -351,7 +351,7 @@ macro_rules! rollout_queries {
             r: &RolloutRecord,
             expected_revision: i64,
             event: &RolloutEventRecord,
-            baseline: Option<&DeploymentRecord>,
+            baseline: &[DeploymentRecord],
         ) -> Result<bool, StoreError> {
             let mut tx = pool.begin().await.map_err(db_err("rollout"))?;
             let done = sqlx::query(
@@ -375,7 +375,7 @@ macro_rules! rollout_queries {
                 return Ok(false);
             }
             insert_event(&mut *tx, event).await?;
-            if let Some(d) = baseline {
+            for d in baseline {
                 let updated = sqlx::query(
                     "UPDATE deployments SET version = $3, created_by = $4, updated_at = $5 \
                      WHERE model_id = $1 AND selector_text = $2",
@@ -389,10 +389,7 @@ macro_rules! rollout_queries {
                 .await
                 .map_err(db_err("deployment"))?;
                 if updated.rows_affected() == 0 {
-                    sqlx::query(
-                        "INSERT INTO deployments (id, model_id, version, selector, selector_text, created_by, created_at, updated_at, escalation) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                    )
+                    sqlx::query(crate::store::shared::INSERT_DEPLOYMENT)
                     .bind(d.id)
                     .bind(d.model_id)
                     .bind(&d.version)

@@ -306,13 +306,19 @@ impl From<DeploymentRow> for DeploymentRecord {
     }
 }
 
+/// Inserts a deployment; binds id, model_id, version, selector, selector_text, created_by,
+/// created_at, updated_at, escalation (a completed rollout writes one in its transaction too).
+pub(crate) const INSERT_DEPLOYMENT: &str = "INSERT INTO deployments (id, model_id, version, \
+     selector, selector_text, created_by, created_at, updated_at, escalation) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+
 /// Expands the shared queries as free functions over `sqlx::Pool<$db>`.
 macro_rules! shared_queries {
     ($db:ty) => {
         use crate::store::shared::{
             AuditRow, DeploymentRow, DeviceRow, EnrollmentTokenRow, KeyRow, ModelRow, TokenRow,
             VersionRow, AUDIT_COLUMNS, DEPLOYMENT_SELECT, DEVICE_COLUMNS, ET_COLUMNS, KEY_COLUMNS,
-            MODEL_COLUMNS, TOKEN_COLUMNS, VERSION_SELECT,
+            MODEL_COLUMNS, TOKEN_COLUMNS, VERSION_SELECT, INSERT_DEPLOYMENT,
         };
         use crate::store::{
             AuditEntry, AuditQuery, DeploymentRecord, DeviceRecord, EnrollmentTokenRecord,
@@ -981,10 +987,7 @@ macro_rules! shared_queries {
             if updated.rows_affected() > 0 {
                 return Ok(false);
             }
-            sqlx::query(
-                "INSERT INTO deployments (id, model_id, version, selector, selector_text, created_by, created_at, updated_at, escalation) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-            )
+            sqlx::query(INSERT_DEPLOYMENT)
             .bind(d.id)
             .bind(d.model_id)
             .bind(&d.version)
@@ -1180,7 +1183,7 @@ macro_rules! impl_store {
                 r: &crate::store::RolloutRecord,
                 expected_revision: i64,
                 event: &crate::store::RolloutEventRecord,
-                baseline: Option<&crate::store::DeploymentRecord>,
+                baseline: &[crate::store::DeploymentRecord],
             ) -> Result<bool, StoreError> {
                 rq::transition_rollout(&self.pool, r, expected_revision, event, baseline).await
             }
