@@ -7,12 +7,14 @@ use utoipa_actix_web::scope;
 use utoipa_actix_web::service_config::ServiceConfig;
 
 use crate::routes::{
-    agent, artifacts, audit, devices, health, inference, keys, models, rollouts, tokens,
+    agent, artifacts, audit, dashboard, devices, health, inference, keys, models, rollouts, tokens,
 };
 
 /// Registers every documented route.
 pub fn api_routes(cfg: &mut ServiceConfig) {
-    cfg.service(health::healthz)
+    cfg.service(dashboard::index)
+        .service(dashboard::asset)
+        .service(health::healthz)
         .service(health::readyz)
         .service(health::metrics)
         .service(inference::server_metadata)
@@ -51,6 +53,8 @@ pub fn api_routes(cfg: &mut ServiceConfig) {
                 .service(devices::revoke_enrollment_token)
                 .service(devices::list_devices)
                 .service(devices::get_device)
+                .service(devices::device_health)
+                .service(devices::cohort_health)
                 .service(devices::set_labels)
                 .service(devices::approve)
                 .service(devices::revoke)
@@ -97,6 +101,7 @@ fn openapi_json() {}
     modifiers(&BearerAuth),
     tags(
         (name = "health", description = "Liveness, readiness, metrics"),
+        (name = "dashboard", description = "The web dashboard's page and files"),
         (name = "tokens", description = "API tokens (admin)"),
         (name = "audit", description = "Audit log (admin)"),
         (name = "trust", description = "Publisher keys, signing threshold, trust root"),

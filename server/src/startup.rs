@@ -22,7 +22,7 @@ use crate::blob::BlobStore;
 use crate::config::Settings;
 use crate::error::ApiError;
 use crate::inference::ServerInference;
-use crate::middleware::{audit_trail, json_error_body};
+use crate::middleware::{audit_trail, etag_for_reads, json_error_body};
 use crate::openapi::{api_routes, ApiDoc};
 use crate::rollout_engine::{Clock, RolloutEngine, SystemClock};
 use crate::store::{self, NewToken, Store};
@@ -352,6 +352,7 @@ fn run(listener: TcpListener, settings: Settings, shared: Shared) -> anyhow::Res
             )
             .default_service(web::to(route_not_found))
             .wrap(from_fn(audit_trail))
+            .wrap(from_fn(etag_for_reads))
             .wrap(ErrorHandlers::new().default_handler(json_error_body))
             .wrap(metrics.clone())
             .wrap(TracingLogger::default())

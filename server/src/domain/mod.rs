@@ -2,6 +2,7 @@
 //! routes map [`DomainError`] to responses.
 
 pub mod fleet;
+pub mod health_history;
 pub mod names;
 pub mod placement;
 pub mod registry;

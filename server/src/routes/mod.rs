@@ -4,6 +4,7 @@
 pub mod agent;
 pub mod artifacts;
 pub mod audit;
+pub mod dashboard;
 pub mod devices;
 pub mod health;
 pub mod inference;

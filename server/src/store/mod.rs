@@ -199,6 +199,8 @@ pub struct AuditQuery {
     pub before_id: Option<i64>,
     /// Only this actor.
     pub actor: Option<String>,
+    /// Leave out what devices did (their reports, by actors named `device:...`).
+    pub exclude_devices: bool,
     /// At most this many (1..=1000).
     pub limit: u32,
 }
@@ -504,6 +506,12 @@ pub trait Store: Send + Sync + 'static {
         id: Uuid,
         limit: u32,
     ) -> Result<Vec<(DateTime<Utc>, serde_json::Value)>, StoreError>;
+
+    /// The latest reports of every device, newest first: `(device id, received at, report)`.
+    async fn recent_reports(
+        &self,
+        limit: u32,
+    ) -> Result<Vec<(Uuid, DateTime<Utc>, serde_json::Value)>, StoreError>;
 
     /// Creates or updates the deployment of `model_id` for `selector_text`; true when created.
     async fn upsert_deployment(&self, d: &DeploymentRecord) -> Result<bool, StoreError>;

@@ -459,12 +459,14 @@ macro_rules! shared_queries {
             let sql = format!(
                 "SELECT {AUDIT_COLUMNS} FROM audit_log \
                  WHERE ($1 IS NULL OR id < $1) AND ($2 IS NULL OR actor = $2) \
+                 AND ($4 IS NULL OR actor NOT LIKE $4) \
                  ORDER BY id DESC LIMIT $3"
             );
             let rows = sqlx::query_as::<_, AuditRow>(&sql)
                 .bind(q.before_id)
                 .bind(q.actor.as_deref())
                 .bind(i64::from(q.limit.clamp(1, 1000)))
+                .bind(q.exclude_devices.then_some("device:%"))
                 .fetch_all(pool)
                 .await
                 .map_err(|e| StoreError::from_sqlx("audit record", e))?;
@@ -952,6 +954,22 @@ macro_rules! shared_queries {
             Ok(rows.into_iter().map(|(t, j)| (t, j.0)).collect())
         }
 
+        pub(crate) async fn recent_reports(
+            pool: &Pool,
+            limit: u32,
+        ) -> Result<Vec<(Uuid, DateTime<Utc>, serde_json::Value)>, StoreError> {
+            // Newest first by the primary key, so the work is bounded by `limit` however long
+            // the history is; callers drop what is older than they need.
+            let rows: Vec<(Uuid, DateTime<Utc>, Json<serde_json::Value>)> = sqlx::query_as(
+                "SELECT device_id, received_at, report FROM device_reports ORDER BY id DESC LIMIT $1",
+            )
+            .bind(i64::from(limit.clamp(1, 100_000)))
+            .fetch_all(pool)
+            .await
+            .map_err(db_err("report"))?;
+            Ok(rows.into_iter().map(|(d, t, j)| (d, t, j.0)).collect())
+        }
+
         pub(crate) async fn upsert_deployment(pool: &Pool, d: &DeploymentRecord) -> Result<bool, StoreError> {
             let updated = sqlx::query(
                 "UPDATE deployments SET version = $3, created_by = $4, updated_at = $5, escalation = $6 \
@@ -1127,6 +1145,9 @@ macro_rules! impl_store {
             }
             async fn list_reports(&self, id: Uuid, limit: u32) -> Result<Vec<(DateTime<Utc>, serde_json::Value)>, StoreError> {
                 q::list_reports(&self.pool, id, limit).await
+            }
+            async fn recent_reports(&self, limit: u32) -> Result<Vec<(Uuid, DateTime<Utc>, serde_json::Value)>, StoreError> {
+                q::recent_reports(&self.pool, limit).await
             }
             async fn upsert_deployment(&self, d: &crate::store::DeploymentRecord) -> Result<bool, StoreError> {
                 q::upsert_deployment(&self.pool, d).await

@@ -4,6 +4,8 @@
 mod helpers;
 
 mod blob;
+mod caching;
+mod dashboard;
 mod errors;
 mod fleet;
 mod health;
