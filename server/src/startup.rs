@@ -246,7 +246,7 @@ async fn bootstrap_admin(
         }
         None => (auth::generate_secret(), true),
     };
-    store
+    let inserted = store
         .insert_token(&NewToken {
             id: Uuid::new_v4(),
             name: "bootstrap-admin".into(),
@@ -256,7 +256,18 @@ async fn bootstrap_admin(
             created_at: Utc::now(),
             expires_at: None,
         })
-        .await?;
+        .await;
+    match inserted {
+        // Replicas starting together on a new database, configured with the same token: one
+        // of them stored it first, which is all that was asked.
+        Err(store::StoreError::Conflict(_)) if !generated => {
+            tracing::info!("another replica created the configured bootstrap token");
+            return Ok(None);
+        }
+        other => {
+            other?;
+        }
+    }
     tracing::info!("created the bootstrap admin token");
     Ok(generated.then_some(secret))
 }

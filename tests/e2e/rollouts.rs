@@ -120,7 +120,7 @@ async fn wait_state(fleet: &Fleet, id: &str, want: &[&str], within: Duration) ->
 fn policy(stages: &[u32]) -> Value {
     let gates = json!({"max_error_rate": 0.02, "max_failed_ratio": 0.0});
     json!({
-        "stages": stages.iter().map(|p| json!({"percent": p, "bake_secs": 3, "gates": gates})).collect::<Vec<_>>(),
+        "stages": stages.iter().map(|p| json!({"percent": p, "bake_secs": 8, "gates": gates})).collect::<Vec<_>>(),
         "on_failure": "rollback",
         "activation_deadline_secs": 60,
     })
@@ -239,7 +239,7 @@ async fn a_shadow_stage_reports_agreement_and_stops_a_disagreeing_candidate() {
     fleet.deploy("1.0.0").await;
     let agents = fleet_of_agents(&fleet, 4).await;
     let policy = json!({"stages": [
-        {"percent": 100, "shadow": true, "bake_secs": 6, "gates": {"min_shadow_agreement": 0.8, "min_devices_reporting": 4}},
+        {"percent": 100, "shadow": true, "bake_secs": 8, "gates": {"min_shadow_agreement": 0.8, "min_devices_reporting": 4}},
         {"percent": 100, "bake_secs": 0}]});
 
     // A candidate that disagrees with 1.0.0 runs beside it, is measured, and is stopped.
