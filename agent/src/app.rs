@@ -5,6 +5,7 @@
 use crate::config::AgentArgs;
 use crate::hybrid::{EscalationStats, Escalator};
 use crate::inference::{self, LocalApi, LocalApiConfig};
+use crate::shadow::ShadowModel;
 use crate::sync::client::{DownloadLimits, ServerClient};
 use crate::sync::state_dir::StateDir;
 use crate::sync::trust::Trust;
@@ -18,8 +19,9 @@ use flotilla_protocol::agent::{
 use flotilla_runtime::Model;
 use std::sync::Arc;
 
-/// Serves what the updater installs.
-struct ApiSink(LocalApi);
+/// Serves what the updater installs: the update loop's [`ModelSink`] over the local API.
+#[derive(Debug)]
+pub struct ApiSink(pub LocalApi);
 
 impl ModelSink for ApiSink {
     fn install(&self, name: &str, version: &str, model: Arc<Model>) {
@@ -31,9 +33,14 @@ impl ModelSink for ApiSink {
     fn set_escalation(&self, name: &str, policy: Option<EscalationPolicy>) {
         self.0.registry().set_escalation(name, policy);
     }
+    fn set_shadow(&self, name: &str, shadow: Option<ShadowModel>) {
+        self.0.registry().set_shadow(name, shadow);
+    }
 }
 
-fn health_source(api: LocalApi, escalations: EscalationStats, clock: Clock) -> HealthSource {
+/// The health window of each report: the local API's figures per model version, with the
+/// escalations and shadow runs of the same version.
+pub fn health_source(api: LocalApi, escalations: EscalationStats, clock: Clock) -> HealthSource {
     let start = std::sync::Mutex::new(clock());
     Arc::new(move || {
         let now = clock();
@@ -41,33 +48,54 @@ fn health_source(api: LocalApi, escalations: EscalationStats, clock: Clock) -> H
             .lock()
             .map(|mut s| std::mem::replace(&mut *s, now))
             .unwrap_or(now);
+        // Shadow figures first: a shadow run is recorded after its request, so each one taken
+        // here has its request in the window taken next (or, rarely, in the previous one).
+        let mut shadows = api.registry().shadow_stats().take_window();
         let w = api.recorder().take_window();
         let mut escalated = escalations.take_window();
+        let mut models: Vec<ModelHealth> = w
+            .models
+            .into_iter()
+            .map(|m| {
+                let e = escalated.remove(&(m.model.clone(), m.version.clone()));
+                ModelHealth {
+                    inference_count: m.inferences,
+                    error_count: m.errors + m.non_finite,
+                    latency_ms: m.latency_ms.map_or(LatencyMs::default(), |l| LatencyMs {
+                        p50: l.p50,
+                        p95: l.p95,
+                        p99: l.p99,
+                    }),
+                    escalations: e.as_ref().map_or(0, |e| e.escalations),
+                    escalation_fallbacks: e.as_ref().map_or(0, |e| e.fallbacks),
+                    escalation_latency_ms: e.and_then(|e| e.latency_ms),
+                    shadow: shadows.remove(&(m.model.clone(), m.version.clone())),
+                    model: m.model,
+                    version: m.version,
+                }
+            })
+            .collect();
+        // Shadow runs whose requests fell in the previous window: reported, with no inferences
+        // (which weigh nothing in latency figures).
+        models.extend(
+            shadows
+                .into_iter()
+                .map(|((model, version), shadow)| ModelHealth {
+                    model,
+                    version,
+                    inference_count: 0,
+                    error_count: 0,
+                    latency_ms: LatencyMs::default(),
+                    escalations: 0,
+                    escalation_fallbacks: 0,
+                    escalation_latency_ms: None,
+                    shadow: Some(shadow),
+                }),
+        );
         Some(HealthWindow {
             start: from,
             end: now,
-            models: w
-                .models
-                .into_iter()
-                .map(|m| {
-                    let e = escalated.remove(&(m.model.clone(), m.version.clone()));
-                    ModelHealth {
-                        inference_count: m.inferences,
-                        error_count: m.errors + m.non_finite,
-                        latency_ms: m.latency_ms.map_or(LatencyMs::default(), |l| LatencyMs {
-                            p50: l.p50,
-                            p95: l.p95,
-                            p99: l.p99,
-                        }),
-                        escalations: e.as_ref().map_or(0, |e| e.escalations),
-                        escalation_fallbacks: e.as_ref().map_or(0, |e| e.fallbacks),
-                        escalation_latency_ms: e.and_then(|e| e.latency_ms),
-                        shadow: None,
-                        model: m.model,
-                        version: m.version,
-                    }
-                })
-                .collect(),
+            models,
             memory_rss_bytes: rss_bytes(),
             cpu_percent: None,
         })

@@ -102,6 +102,176 @@ pub enum Command {
     Deployments(DeploymentsCommand),
     /// Compare a model's versions per device class on the edge, and on the server.
     Placement(PlacementArgs),
+    /// Staged, health-gated rollouts: create, watch, pause, resume, approve, abort, promote.
+    #[command(subcommand, alias = "rollouts")]
+    Rollout(RolloutCommand),
+    /// Webhooks that receive every rollout transition, signed with HMAC-SHA256 (admin).
+    #[command(subcommand)]
+    Webhooks(WebhooksCommand),
+}
+
+/// `flotilla rollout ...`.
+#[derive(Debug, Subcommand)]
+pub enum RolloutCommand {
+    /// Start a rollout: MODEL@VERSION to the devices of a selector, in stages.
+    Create(Box<RolloutCreateArgs>),
+    /// List rollouts, newest first.
+    #[command(alias = "list")]
+    Ls {
+        /// Only this model's.
+        #[arg(long)]
+        model: Option<String>,
+        /// Only this state (running, waiting_approval, paused, completed, rolled_back,
+        /// aborted) or `open` (running, waiting or paused).
+        #[arg(long)]
+        state: Option<String>,
+    },
+    /// A rollout at a glance: stage, devices per state, gates against thresholds, history.
+    Show {
+        /// Rollout id.
+        id: String,
+        /// Redraw every 2 seconds until the rollout completes, rolls back or is aborted.
+        #[arg(long)]
+        watch: bool,
+    },
+    /// Stop the rollout where it is (devices stay on what they run).
+    Pause(RolloutActionArgs),
+    /// Continue a paused rollout.
+    Resume(RolloutActionArgs),
+    /// Let a stage that waits for approval advance.
+    Approve(RolloutActionArgs),
+    /// Stop the rollout and send every device back to its previous version.
+    Abort(RolloutActionArgs),
+    /// Skip the remaining stages: the version becomes the selector's deployment now.
+    Promote(RolloutActionArgs),
+    /// Saved rollout policies, reusable by name.
+    #[command(subcommand)]
+    Policies(PoliciesCommand),
+}
+
+/// The rollout id and an optional reason, for the history.
+#[derive(Debug, Args)]
+pub struct RolloutActionArgs {
+    /// Rollout id.
+    pub id: String,
+    /// Why, recorded in the rollout's history.
+    #[arg(long)]
+    pub reason: Option<String>,
+}
+
+/// `flotilla rollout create`.
+#[derive(Debug, Args)]
+pub struct RolloutCreateArgs {
+    /// What to roll out, e.g. fraud@1.2.0.
+    #[arg(value_parser = ModelVersion::parse, value_name = "MODEL@VERSION")]
+    pub target: ModelVersion,
+    /// Which devices: labels they must all match [default: every device].
+    #[arg(long, value_parser = Selector::parse, value_name = "KEY=VALUE,...")]
+    pub selector: Option<Selector>,
+    /// A saved policy to follow (see `flotilla rollout policies`).
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["policy_file", "stages"])]
+    pub policy: Option<String>,
+    /// A policy file (the API's JSON `RolloutPolicy`, or the same in TOML).
+    #[arg(long, value_name = "FILE", conflicts_with = "stages")]
+    pub policy_file: Option<PathBuf>,
+    /// Stages as cumulative shares: `10%,50%,100%`, or device counts `5,50,500`.
+    #[arg(long, value_name = "SHARES", default_value = "10%,50%,100%")]
+    pub stages: String,
+    /// Minimum time each stage runs before it may advance.
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = parse_secs)]
+    pub bake: u64,
+    /// Gate: at most this share of the candidate's inferences may fail (0–1).
+    #[arg(long, value_name = "X")]
+    pub max_error_rate: Option<f64>,
+    /// Gate: at most this share of a stage's devices may fail to activate it (0–1).
+    #[arg(long, value_name = "X", default_value = "0")]
+    pub max_failed_ratio: f64,
+    /// Gate: the candidate's p95 latency at most this multiple of the old version's.
+    #[arg(long, value_name = "X")]
+    pub max_p95_ratio: Option<f64>,
+    /// Gate: at least this many devices of each stage report the candidate running.
+    #[arg(long, value_name = "N")]
+    pub min_devices: Option<u64>,
+    /// Start with a shadow stage: the first stage's devices run the candidate beside their
+    /// version, which keeps answering, and it goes live only if it agrees enough.
+    #[arg(long)]
+    pub shadow: bool,
+    /// With --shadow: the agreement the shadow stage needs (0–1).
+    #[arg(long, value_name = "X", default_value = "0.95", requires = "shadow")]
+    pub min_agreement: f64,
+    /// With --shadow: the share of requests also run on the candidate (0–1].
+    #[arg(long, value_name = "X", default_value = "1", requires = "shadow")]
+    pub sample_rate: f64,
+    /// Each stage waits for `flotilla rollout approve` once its gates hold.
+    #[arg(long)]
+    pub approve_each: bool,
+    /// On a breached gate: roll back (default) or pause.
+    #[arg(long, value_enum, default_value = "rollback")]
+    pub on_failure: OnFailureArg,
+    /// How long a device of an opened stage has to report the candidate active before it
+    /// counts as failed.
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = parse_secs)]
+    pub deadline: u64,
+    /// Also save the policy under this name for reuse.
+    #[arg(long, value_name = "NAME")]
+    pub save_as: Option<String>,
+}
+
+/// What a breached gate does.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum OnFailureArg {
+    /// Send every device back to its previous version.
+    Rollback,
+    /// Stop and wait for an operator.
+    Pause,
+}
+
+/// `flotilla rollout policies ...`.
+#[derive(Debug, Subcommand)]
+pub enum PoliciesCommand {
+    /// List saved policies.
+    #[command(alias = "list")]
+    Ls,
+    /// Show one as JSON.
+    Show {
+        /// Policy name.
+        name: String,
+    },
+    /// Save (or replace) a policy from a file (JSON or TOML `RolloutPolicy`).
+    Save {
+        /// Policy name.
+        name: String,
+        /// The policy file.
+        file: PathBuf,
+    },
+    /// Delete a saved policy (rollouts made from it keep their copy).
+    #[command(alias = "delete")]
+    Rm {
+        /// Policy name.
+        name: String,
+    },
+}
+
+/// `flotilla webhooks ...`.
+#[derive(Debug, Subcommand)]
+pub enum WebhooksCommand {
+    /// Register a URL; prints the HMAC secret once.
+    Add {
+        /// http:// or https:// URL receiving JSON POSTs.
+        url: String,
+        /// The shared secret (at least 16 characters) [default: generated].
+        #[arg(long)]
+        secret: Option<String>,
+    },
+    /// List webhooks.
+    #[command(alias = "list")]
+    Ls,
+    /// Delete a webhook.
+    #[command(alias = "delete")]
+    Rm {
+        /// Webhook id.
+        id: String,
+    },
 }
 
 /// `flotilla placement MODEL [--group-by KEY]`.
@@ -489,6 +659,15 @@ fn parse_timeout(text: &str) -> Result<Duration, String> {
         return Err("give a timeout between 1ms and 60s (like 500ms)".to_owned());
     }
     Ok(duration)
+}
+
+/// A duration such as `90s`, `10m` or `0s`, in whole seconds.
+fn parse_secs(text: &str) -> Result<u64, String> {
+    let duration = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    if duration.subsec_nanos() != 0 {
+        return Err("give a whole number of seconds (like 90s, 10m, 1h)".to_owned());
+    }
+    Ok(duration.as_secs())
 }
 
 /// A lifetime such as `1d`, `12h` or `3600s`: whole seconds, at least one, since the API

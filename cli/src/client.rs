@@ -17,6 +17,7 @@ use flotilla_protocol::registry::{
     ModelVersionInfo, PublisherKeyInfo, PublisherKeyList, RegisterKeyRequest, SetThresholdRequest,
     TrustRoot, VersionList, YankRequest,
 };
+use flotilla_protocol::rollouts::{RolloutInfo, SavedPolicy, WebhookInfo};
 use flotilla_protocol::routes;
 use flotilla_protocol::tokens::{CreateTokenRequest, CreatedToken, TokenInfo, TokenList, WhoAmI};
 use flotilla_protocol::ApiErrorBody;
@@ -310,6 +311,103 @@ impl Client {
             .map(drop)
     }
 
+    // ---- rollouts ----
+
+    /// `POST /api/v1/rollouts`.
+    pub fn create_rollout(
+        &self,
+        body: &flotilla_protocol::rollouts::CreateRolloutRequest,
+    ) -> Result<Fetched<RolloutInfo>, CliError> {
+        self.call(self.request(Method::POST, routes::ROLLOUTS, &[]).json(body))
+    }
+
+    /// `GET /api/v1/rollouts`.
+    pub fn list_rollouts(
+        &self,
+        model: Option<&str>,
+        state: Option<&str>,
+    ) -> Result<Fetched<RolloutList>, CliError> {
+        let mut query = Vec::new();
+        if let Some(m) = model {
+            query.push(("model", m));
+        }
+        if let Some(s) = state {
+            query.push(("state", s));
+        }
+        self.call(
+            self.request(Method::GET, routes::ROLLOUTS, &[])
+                .query(&query),
+        )
+    }
+
+    /// `GET /api/v1/rollouts/{id}`.
+    pub fn rollout(&self, id: &str) -> Result<Fetched<RolloutInfo>, CliError> {
+        self.call(self.request(Method::GET, routes::ROLLOUTS, &[id]))
+    }
+
+    /// `POST /api/v1/rollouts/{id}/{action}`.
+    pub fn rollout_action(
+        &self,
+        id: &str,
+        action: &str,
+        reason: Option<&str>,
+    ) -> Result<Fetched<RolloutInfo>, CliError> {
+        let body = flotilla_protocol::rollouts::RolloutActionRequest {
+            reason: reason.map(str::to_owned),
+        };
+        self.call(
+            self.request(Method::POST, routes::ROLLOUTS, &[id, action])
+                .json(&body),
+        )
+    }
+
+    /// `PUT /api/v1/rollout-policies/{name}`.
+    pub fn save_policy(
+        &self,
+        name: &str,
+        policy: &flotilla_protocol::rollouts::RolloutPolicy,
+    ) -> Result<Fetched<SavedPolicy>, CliError> {
+        self.call(
+            self.request(Method::PUT, routes::ROLLOUT_POLICIES, &[name])
+                .json(policy),
+        )
+    }
+
+    /// `GET /api/v1/rollout-policies`.
+    pub fn list_policies(&self) -> Result<Fetched<Value>, CliError> {
+        self.call(self.request(Method::GET, routes::ROLLOUT_POLICIES, &[]))
+    }
+
+    /// `GET /api/v1/rollout-policies/{name}`.
+    pub fn policy(&self, name: &str) -> Result<Fetched<SavedPolicy>, CliError> {
+        self.call(self.request(Method::GET, routes::ROLLOUT_POLICIES, &[name]))
+    }
+
+    /// `DELETE /api/v1/rollout-policies/{name}`.
+    pub fn delete_policy(&self, name: &str) -> Result<(), CliError> {
+        self.call::<Value>(self.request(Method::DELETE, routes::ROLLOUT_POLICIES, &[name]))
+            .map(drop)
+    }
+
+    /// `POST /api/v1/webhooks`.
+    pub fn create_webhook(
+        &self,
+        body: &flotilla_protocol::rollouts::CreateWebhookRequest,
+    ) -> Result<Fetched<WebhookInfo>, CliError> {
+        self.call(self.request(Method::POST, routes::WEBHOOKS, &[]).json(body))
+    }
+
+    /// `GET /api/v1/webhooks`.
+    pub fn list_webhooks(&self) -> Result<Fetched<Value>, CliError> {
+        self.call(self.request(Method::GET, routes::WEBHOOKS, &[]))
+    }
+
+    /// `DELETE /api/v1/webhooks/{id}`.
+    pub fn delete_webhook(&self, id: &str) -> Result<(), CliError> {
+        self.call::<Value>(self.request(Method::DELETE, routes::WEBHOOKS, &[id]))
+            .map(drop)
+    }
+
     // ---- artifacts ----
 
     /// `HEAD /api/v1/artifacts/sha256/{hex}`: whether the server already stores it.
@@ -403,6 +501,13 @@ impl Client {
             status,
         })
     }
+}
+
+/// `GET /api/v1/rollouts` answer.
+#[derive(Debug, serde::Deserialize)]
+pub struct RolloutList {
+    /// Newest first.
+    pub rollouts: Vec<RolloutInfo>,
 }
 
 /// The error for an error status and its body: the server's code and message when the body is

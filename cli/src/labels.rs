@@ -143,9 +143,12 @@ impl Selector {
     }
 }
 
-/// The canonical text the server stores: terms sorted by key.
+/// The canonical text the server stores: terms sorted by key; empty (every device) is "".
 impl fmt::Display for Selector {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() {
+            return Ok(());
+        }
         f.write_str(&join(&self.0))
     }
 }
@@ -228,5 +231,7 @@ mod tests {
         assert!(Selector::parse("site").unwrap_err().contains("key=value"));
         assert!(Selector::parse("site=a,site=b").is_err());
         assert_eq!(join(&BTreeMap::new()), "-");
+        // No selector is every device, sent as "" (a "-" would be refused by the server).
+        assert_eq!(Selector::default().to_string(), "");
     }
 }

@@ -619,6 +619,13 @@ fn print_next_steps(
     println!("  # more specific deployment), then look again");
     println!("  cargo run -q -p flotilla-cli -- deploy {MODEL}@1.1.0 --selector {SELECTOR}");
     println!();
+    println!("  # ...or roll 1.1.0 out in stages (1 agent, then all), each gated on the devices");
+    println!(
+        "  cargo run -q -p flotilla-cli -- rollout create {MODEL}@1.1.0 --selector {SELECTOR} --stages 1,{} --bake 20s",
+        agents.len()
+    );
+    println!("  cargo run -q -p flotilla-cli -- rollout show <id printed above> --watch");
+    println!();
     println!("  # agent metrics (Prometheus) and the server's");
     println!("  curl -s http://{}/metrics | grep flotilla_", first.addr);
     println!("  curl -s {base}/metrics | head");

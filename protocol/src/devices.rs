@@ -179,3 +179,86 @@ pub struct DeploymentList {
     /// Deployments by model and selector.
     pub deployments: Vec<DeploymentInfo>,
 }
+
+/// One model version's figures from one health window of one device: a point of
+/// `GET /api/v1/devices/{id}/health`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct HealthPoint {
+    /// When the server received the report (RFC 3339).
+    pub at: String,
+    /// Window start, Unix seconds (the agent's clock).
+    pub start: u64,
+    /// Window end, Unix seconds (the agent's clock).
+    pub end: u64,
+    /// Model.
+    pub model: String,
+    /// Version.
+    pub version: String,
+    /// Inferences in the window.
+    pub inference_count: u64,
+    /// Failed inferences in the window.
+    pub error_count: u64,
+    /// Latency over the window.
+    pub latency_ms: crate::agent::LatencyMs,
+    /// Agent resident memory at the window's end, bytes.
+    #[serde(default)]
+    pub memory_rss_bytes: Option<u64>,
+}
+
+/// Body of `GET /api/v1/devices/{id}/health`: the device's reported health windows.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DeviceHealthHistory {
+    /// The device.
+    pub device_id: String,
+    /// One point per model version per report, oldest first.
+    pub points: Vec<HealthPoint>,
+}
+
+/// A model version's figures over one time bucket, summed over a cohort's devices.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CohortHealthPoint {
+    /// Bucket start, Unix seconds (when the server received the reports).
+    pub start: u64,
+    /// Model.
+    pub model: String,
+    /// Version.
+    pub version: String,
+    /// Devices that reported this version in the bucket.
+    pub devices: u64,
+    /// Inferences.
+    pub inference_count: u64,
+    /// Failed inferences.
+    pub error_count: u64,
+    /// Errors / inferences (0 without inferences).
+    pub error_rate: f64,
+    /// Each percentile the inference-weighted mean of the windows' percentiles; absent when the
+    /// bucket has no inferences.
+    #[serde(default)]
+    pub latency_ms: Option<crate::agent::LatencyMs>,
+}
+
+/// Body of `GET /api/v1/cohort-health`: how the devices matching a selector behaved over time.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CohortHealth {
+    /// Canonical selector of the cohort (empty: every device).
+    pub selector: String,
+    /// Device status the cohort was limited to, if any.
+    #[serde(default)]
+    pub status: Option<String>,
+    /// Model the points are limited to, if any.
+    #[serde(default)]
+    pub model: Option<String>,
+    /// Devices in the cohort.
+    pub devices: u64,
+    /// Bucket width, seconds.
+    pub bucket_secs: u64,
+    /// Points by bucket, then model and version.
+    pub points: Vec<CohortHealthPoint>,
+    /// True when older reports were left out to bound the answer (the oldest buckets may be
+    /// incomplete).
+    pub truncated: bool,
+}

@@ -120,6 +120,12 @@ error_codes! {
     SignedFactsMismatch => "signed_facts_mismatch",
     /// No active publisher key is registered, so nothing can be verified.
     NoPublisherKeys => "no_publisher_keys",
+    /// Another open rollout of the same model targets devices this one would target.
+    RolloutOverlap => "rollout_overlap",
+    /// The rollout's state does not allow this action (resuming a running rollout...).
+    InvalidRolloutState => "invalid_rollout_state",
+    /// The version is yanked and cannot be deployed or rolled out.
+    VersionYanked => "version_yanked",
 }
 
 #[cfg(test)]

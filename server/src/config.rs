@@ -123,6 +123,9 @@ pub struct Settings {
     pub inference_workers: usize,
     /// Largest inference request body accepted, in bytes (after decompression).
     pub max_inference_body_bytes: usize,
+    /// Milliseconds between rollout-engine passes (one also runs shortly after reports
+    /// arrive); 0 turns the engine off on this replica.
+    pub rollout_tick_ms: u64,
 }
 
 fn ser_secret_opt<S: serde::Serializer>(v: &Option<SecretString>, s: S) -> Result<S::Ok, S::Error> {
@@ -155,6 +158,7 @@ impl Default for Settings {
             inference_cache_bytes: 512 * 1024 * 1024,
             inference_workers: 0,
             max_inference_body_bytes: flotilla_serving::DEFAULT_BODY_LIMIT,
+            rollout_tick_ms: 5000,
         }
     }
 }
@@ -180,6 +184,7 @@ const ENV_KEYS: &[&str] = &[
     "inference_cache_bytes",
     "inference_workers",
     "max_inference_body_bytes",
+    "rollout_tick_ms",
 ];
 
 /// A configuration that cannot be used.

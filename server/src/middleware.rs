@@ -1,11 +1,13 @@
-//! Cross-cutting request handling: the audit trail and the JSON error contract.
+//! Cross-cutting request handling: the audit trail, the JSON error contract, and ETags on
+//! reads.
 
 use actix_web::body::{BoxBody, EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::http::{header, Method};
+use actix_web::http::{header, Method, StatusCode};
 use actix_web::middleware::{ErrorHandlerResponse, Next};
 use actix_web::{web, HttpMessage, HttpResponse};
 use chrono::Utc;
+use sha2::{Digest, Sha256};
 
 use crate::auth::{AuditDetail, Principal};
 use crate::error::body_for_status;
@@ -82,3 +84,63 @@ pub fn json_error_body<B>(res: ServiceResponse<B>) -> actix_web::Result<ErrorHan
 
 /// Kept so the type of [`json_error_body`]'s output is nameable in tests.
 pub type JsonErrorBody<B> = EitherBody<B, BoxBody>;
+
+/// Gives the management API's successful GET answers a weak `ETag` (a digest of the body) and
+/// answers `304 Not Modified` without a body when the client's `If-None-Match` holds it, so
+/// pollers such as the dashboard transfer nothing while nothing changed. The answer is still
+/// computed; answers that set their own `ETag` (artifacts, desired states) are left alone.
+pub async fn etag_for_reads(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let path = req.path();
+    let applies = req.method() == Method::GET
+        && path.starts_with(flotilla_protocol::routes::API_V1)
+        && !path.starts_with(flotilla_protocol::routes::ARTIFACTS_SHA256)
+        && !path.starts_with("/api/v1/agent/");
+    if !applies {
+        return Ok(next.call(req).await?.map_into_boxed_body());
+    }
+    let if_none_match = req
+        .headers()
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let res = next.call(req).await?;
+    if res.status() != StatusCode::OK || res.headers().contains_key(header::ETAG) {
+        return Ok(res.map_into_boxed_body());
+    }
+    let (request, response) = res.into_parts();
+    let (mut head, body) = response.into_parts();
+    let bytes = match actix_web::body::to_bytes(body).await {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            let e: Box<dyn std::error::Error> = e.into();
+            tracing::error!(error = %e, "could not read a response body to tag it");
+            return Err(actix_web::error::ErrorInternalServerError(
+                "could not produce the response",
+            ));
+        }
+    };
+    let digest = Sha256::digest(&bytes);
+    let tag = format!("W/\"{}\"", hex::encode(&digest[..16]));
+    let matched = if_none_match.is_some_and(|v| v.split(',').any(|t| t.trim() == tag));
+    let headers = head.headers_mut();
+    if let Ok(v) = header::HeaderValue::from_str(&tag) {
+        headers.insert(header::ETAG, v);
+    }
+    // Tokens authorise these answers: a browser may keep them, but must ask again each time.
+    headers.insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("private, no-cache"),
+    );
+    let response = if matched {
+        headers.remove(header::CONTENT_TYPE);
+        let mut r = head.set_body(BoxBody::new(()));
+        *r.status_mut() = StatusCode::NOT_MODIFIED;
+        r
+    } else {
+        head.set_body(BoxBody::new(bytes))
+    };
+    Ok(ServiceResponse::new(request, response))
+}

@@ -6,11 +6,15 @@ use utoipa::{Modify, OpenApi};
 use utoipa_actix_web::scope;
 use utoipa_actix_web::service_config::ServiceConfig;
 
-use crate::routes::{agent, artifacts, audit, devices, health, inference, keys, models, tokens};
+use crate::routes::{
+    agent, artifacts, audit, dashboard, devices, health, inference, keys, models, rollouts, tokens,
+};
 
 /// Registers every documented route.
 pub fn api_routes(cfg: &mut ServiceConfig) {
-    cfg.service(health::healthz)
+    cfg.service(dashboard::index)
+        .service(dashboard::asset)
+        .service(health::healthz)
         .service(health::readyz)
         .service(health::metrics)
         .service(inference::server_metadata)
@@ -49,6 +53,8 @@ pub fn api_routes(cfg: &mut ServiceConfig) {
                 .service(devices::revoke_enrollment_token)
                 .service(devices::list_devices)
                 .service(devices::get_device)
+                .service(devices::device_health)
+                .service(devices::cohort_health)
                 .service(devices::set_labels)
                 .service(devices::approve)
                 .service(devices::revoke)
@@ -57,6 +63,17 @@ pub fn api_routes(cfg: &mut ServiceConfig) {
                 .service(devices::list_deployments)
                 .service(devices::delete_deployment)
                 .service(devices::placement)
+                .service(rollouts::create_rollout)
+                .service(rollouts::list_rollouts)
+                .service(rollouts::get_rollout)
+                .service(rollouts::act)
+                .service(rollouts::put_policy)
+                .service(rollouts::list_policies)
+                .service(rollouts::get_policy)
+                .service(rollouts::delete_policy)
+                .service(rollouts::create_webhook)
+                .service(rollouts::list_webhooks)
+                .service(rollouts::delete_webhook)
                 .service(agent::enroll)
                 .service(agent::desired_state)
                 .service(agent::report),
@@ -84,12 +101,14 @@ fn openapi_json() {}
     modifiers(&BearerAuth),
     tags(
         (name = "health", description = "Liveness, readiness, metrics"),
+        (name = "dashboard", description = "The web dashboard's page and files"),
         (name = "tokens", description = "API tokens (admin)"),
         (name = "audit", description = "Audit log (admin)"),
         (name = "trust", description = "Publisher keys, signing threshold, trust root"),
         (name = "models", description = "Models and signed versions"),
         (name = "artifacts", description = "Content-addressed model files"),
         (name = "devices", description = "Enrollment tokens, devices and deployments"),
+        (name = "rollouts", description = "Staged, health-gated rollouts, saved policies and webhooks"),
         (name = "agent", description = "The agents' API (device credentials)"),
         (name = "inference", description = "Open Inference Protocol (KServe v2) on the published models; errors are `{\"error\": \"message\", \"code\"}`"),
     )

@@ -22,9 +22,11 @@ use crate::blob::BlobStore;
 use crate::config::Settings;
 use crate::error::ApiError;
 use crate::inference::ServerInference;
-use crate::middleware::{audit_trail, json_error_body};
+use crate::middleware::{audit_trail, etag_for_reads, json_error_body};
 use crate::openapi::{api_routes, ApiDoc};
+use crate::rollout_engine::{Clock, RolloutEngine, SystemClock};
 use crate::store::{self, NewToken, Store};
+use crate::webhooks::Webhooks;
 
 /// What every handler can reach.
 pub struct AppState {
@@ -58,13 +60,26 @@ pub struct AppState {
     /// long-poll together; unbounded, thousands of them each queue for the database pool once
     /// per query and time out there, while in this queue they wait their turn and go through.
     pub state_builds: tokio::sync::Semaphore,
+    /// Staged rollouts: the engine, its clock, and the transitions' webhooks.
+    pub rollouts: Arc<RolloutEngine>,
 }
 
 impl AppState {
-    /// Wakes every waiting desired-state poll so it recomputes.
+    /// Wakes every waiting desired-state poll, on this replica and (through the store's
+    /// notifications) on every other, so they recompute.
     pub fn fleet_changed(&self) {
-        self.fleet_changes.send_modify(|v| *v = v.wrapping_add(1));
+        fleet_changed(&self.fleet_changes, &self.store);
     }
+}
+
+fn fleet_changed(changes: &tokio::sync::watch::Sender<u64>, store: &Arc<dyn Store>) {
+    changes.send_modify(|v| *v = v.wrapping_add(1));
+    let store = store.clone();
+    tokio::spawn(async move {
+        if let Err(e) = store.notify_fleet_change().await {
+            tracing::warn!(error = %e, "cannot notify other replicas of a fleet change");
+        }
+    });
 }
 
 /// A bound, not yet running server.
@@ -76,6 +91,7 @@ pub struct Application {
     bootstrap_secret: Option<String>,
     store: Arc<dyn Store>,
     blobs: BlobStore,
+    rollouts: Arc<RolloutEngine>,
 }
 
 impl Application {
@@ -102,6 +118,16 @@ impl Application {
         store: Arc<dyn Store>,
         blobs: BlobStore,
     ) -> anyhow::Result<Self> {
+        Self::build_with_clock(settings, store, blobs, Arc::new(SystemClock)).await
+    }
+
+    /// Like [`Application::build_with`] with the rollouts' clock given (tests set it by hand).
+    pub async fn build_with_clock(
+        settings: Settings,
+        store: Arc<dyn Store>,
+        blobs: BlobStore,
+        clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<Self> {
         let bootstrap_secret =
             bootstrap_admin(store.as_ref(), settings.bootstrap_token.as_ref()).await?;
         let listener = TcpListener::bind(settings.listen)
@@ -117,7 +143,36 @@ impl Application {
             "flotilla-server starting"
         );
         let server_key = crate::domain::fleet::server_key(store.as_ref()).await?;
-        let server = run(listener, settings, store.clone(), blobs.clone(), server_key)?;
+        let fleet_changes = tokio::sync::watch::channel(0).0;
+        let rollouts = {
+            let (changes, store2) = (fleet_changes.clone(), store.clone());
+            Arc::new(RolloutEngine::new(
+                store.clone(),
+                clock,
+                Webhooks::new(store.clone()),
+                Box::new(move || fleet_changed(&changes, &store2)),
+            ))
+        };
+        {
+            // Other replicas' changes wake this one's long-polls too.
+            let changes = fleet_changes.clone();
+            store
+                .listen_fleet_changes(Box::new(move || {
+                    changes.send_modify(|v| *v = v.wrapping_add(1));
+                }))
+                .await?;
+        }
+        let server = run(
+            listener,
+            settings,
+            Shared {
+                store: store.clone(),
+                blobs: blobs.clone(),
+                server_key,
+                fleet_changes,
+                rollouts: rollouts.clone(),
+            },
+        )?;
         Ok(Self {
             addr,
             port,
@@ -126,6 +181,7 @@ impl Application {
             bootstrap_secret,
             store,
             blobs,
+            rollouts,
         })
     }
 
@@ -168,6 +224,11 @@ impl Application {
         self.blobs.clone()
     }
 
+    /// The rollout engine (tests run its passes by hand with `rollout_tick_ms = 0`).
+    pub fn rollout_engine(&self) -> Arc<RolloutEngine> {
+        self.rollouts.clone()
+    }
+
     /// Serves until SIGTERM/SIGINT, then lets in-flight requests finish.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         self.server.await
@@ -196,7 +257,7 @@ async fn bootstrap_admin(
         }
         None => (auth::generate_secret(), true),
     };
-    store
+    let inserted = store
         .insert_token(&NewToken {
             id: Uuid::new_v4(),
             name: "bootstrap-admin".into(),
@@ -206,7 +267,18 @@ async fn bootstrap_admin(
             created_at: Utc::now(),
             expires_at: None,
         })
-        .await?;
+        .await;
+    match inserted {
+        // Replicas starting together on a new database, configured with the same token: one
+        // of them stored it first, which is all that was asked.
+        Err(store::StoreError::Conflict(_)) if !generated => {
+            tracing::info!("another replica created the configured bootstrap token");
+            return Ok(None);
+        }
+        other => {
+            other?;
+        }
+    }
     tracing::info!("created the bootstrap admin token");
     Ok(generated.then_some(secret))
 }
@@ -235,15 +307,25 @@ fn prometheus() -> anyhow::Result<PrometheusMetrics> {
         .map_err(|e| anyhow::anyhow!("cannot set up metrics: {e}"))
 }
 
-fn run(
-    listener: TcpListener,
-    settings: Settings,
+/// What `run` shares with every worker, made before the server starts.
+struct Shared {
     store: Arc<dyn Store>,
     blobs: BlobStore,
     server_key: flotilla_protocol::signing::SigningKey,
-) -> anyhow::Result<Server> {
+    fleet_changes: tokio::sync::watch::Sender<u64>,
+    rollouts: Arc<RolloutEngine>,
+}
+
+fn run(listener: TcpListener, settings: Settings, shared: Shared) -> anyhow::Result<Server> {
     let settings = Arc::new(settings);
     let metrics = prometheus()?;
+    let Shared {
+        store,
+        blobs,
+        server_key,
+        fleet_changes,
+        rollouts,
+    } = shared;
     let state = web::Data::new(AppState {
         inference: ServerInference::new(store.clone(), blobs.clone(), &settings),
         reports: crate::ingest::ReportWriter::start(store.clone()),
@@ -252,7 +334,7 @@ fn run(
         settings: settings.clone(),
         validation: tokio::sync::Semaphore::new(1),
         server_key,
-        fleet_changes: tokio::sync::watch::channel(0).0,
+        fleet_changes,
         stopping: tokio::sync::watch::channel(false).0,
         http_metrics: metrics.registry.clone(),
         checkin: crate::checkin::CheckinCache::default(),
@@ -260,7 +342,14 @@ fn run(
             (settings.db_max_connections as usize / 2).max(1),
         ),
         contacts: crate::checkin::ContactLog::default(),
+        rollouts: rollouts.clone(),
     });
+    if settings.rollout_tick_ms > 0 {
+        tokio::spawn(rollouts.run(
+            Duration::from_millis(settings.rollout_tick_ms),
+            state.stopping.subscribe(),
+        ));
+    }
     tokio::spawn(flush_contacts(state.clone()));
     // actix stops the server on the same signals; this only releases the long-polls, which
     // would otherwise hold the graceful shutdown for up to `shutdown_timeout_secs`.
@@ -292,6 +381,7 @@ fn run(
             )
             .default_service(web::to(route_not_found))
             .wrap(from_fn(audit_trail))
+            .wrap(from_fn(etag_for_reads))
             .wrap(ErrorHandlers::new().default_handler(json_error_body))
             .wrap(metrics.clone())
             .wrap(TracingLogger::default())

@@ -233,6 +233,8 @@ impl<S: ModelSource> OipService<S> {
             }
         };
 
+        // Copied only for requests the source samples for a shadow run.
+        let shadow_inputs = self.source.sample_shadow(&loaded).then(|| inputs.clone());
         let model = Arc::clone(&loaded.model);
         let queued_at = Instant::now();
         let ran = self
@@ -280,6 +282,9 @@ impl<S: ModelSource> OipService<S> {
         };
         self.recorder
             .record(&loaded.name, &loaded.version, outcome, latency);
+        if let (Outcome::Ok, Some(inputs)) = (outcome, shadow_inputs) {
+            self.source.run_shadow(&loaded, inputs, &outputs);
+        }
 
         let served_by = match self.source.escalate(&loaded, &body, &outputs).await {
             Escalation::Local => self.options.served_by,

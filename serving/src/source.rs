@@ -72,6 +72,19 @@ pub trait ModelSource: Send + Sync + 'static {
         async { Escalation::Local }
     }
 
+    /// Shadow runs: whether this request, about to run on `loaded`, should also run on a
+    /// candidate version. Asked before the run so the inputs are copied only for sampled
+    /// requests. By default none is.
+    fn sample_shadow(&self, _loaded: &LoadedModel) -> bool {
+        false
+    }
+
+    /// Shadow runs: `loaded` answered a sampled request with finite `outputs`; hand `inputs`
+    /// to the candidate. The client's answer waits for this call, so it must return at once and
+    /// run the candidate elsewhere. The candidate's answer is never returned. By default
+    /// nothing happens.
+    fn run_shadow(&self, _loaded: &LoadedModel, _inputs: Vec<Tensor>, _outputs: &[Tensor]) {}
+
     /// Whether the endpoint as a whole is ready (`/v2/health/ready`); `Err` (usually
     /// [`OipError::NotReady`]) says why not.
     fn ready(&self) -> impl Future<Output = Result<(), OipError>> + Send;

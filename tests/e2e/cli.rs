@@ -983,3 +983,146 @@ fn fleet_commands_refuse_bad_input_locally_or_with_the_servers_code() {
     let dead = Operator::new(&dead_url(), Some(ADMIN));
     dead.cli("devices ls").fails(3, "unreachable");
 }
+
+#[test]
+fn rollouts_from_the_command_line() {
+    let server = start_server();
+    let url = server.url.as_str();
+    let op = Operator::new(url, Some(ADMIN));
+    op.register_new_key("ml-team");
+    op.cli("push fraud-1.0.0.onnx --name fraud --version 1.0.0 --key ml-team.key")
+        .ok();
+    op.cli("push fraud-1.1.0.onnx --name fraud --version 1.1.0 --key ml-team.key")
+        .ok();
+    op.cli("deploy fraud@1.0.0 --selector site=a").ok();
+    let token = op
+        .cli("--json enroll-tokens create --name fleet --label site=a --max-uses 4")
+        .ok()
+        .json()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let devices: Vec<Device> = (0..4)
+        .map(|i| enroll(url, &token, &format!("d{i}"), json!({})))
+        .collect();
+
+    // Flags describe the policy; a bad one is refused with the server's message.
+    op.cli("rollout create fraud@1.1.0 --selector site=a --stages 50%,10%")
+        .fails(1, "invalid_argument");
+    op.cli("rollout create fraud@1.1.0 --stages ten%")
+        .fails(2, "usage");
+    let created = op
+        .cli("rollout create fraud@1.1.0 --selector site=a --stages 2,4 --bake 0s --approve-each --save-as two-step")
+        .ok();
+    let id = created
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("created rollout "))
+        .unwrap_or_else(|| panic!("{created:#?}"))
+        .trim()
+        .to_owned();
+    assert!(
+        created.stderr.contains("saved the policy as `two-step`"),
+        "{created:#?}"
+    );
+    assert!(
+        created
+            .stdout
+            .contains("4 matching, 2 in this stage: 0 active, 2 pending, 0 failed"),
+        "{created:#?}"
+    );
+    // Another open rollout over the same devices is refused, naming this one.
+    let clash = op
+        .cli("rollout create fraud@1.1.0 --policy two-step")
+        .fails(1, "rollout_overlap");
+    assert!(clash.stderr.contains(&id), "{clash:#?}");
+
+    // The devices the stage holds report the candidate active.
+    for d in &devices {
+        let (status, seq) = d.poll(url);
+        assert_eq!(status, 200);
+        let state = reqwest::blocking::Client::new()
+            .get(format!("{url}/api/v1/agent/desired-state"))
+            .bearer_auth(&d.credential)
+            .send()
+            .unwrap()
+            .json::<Value>()
+            .unwrap();
+        use base64::Engine as _;
+        let payload = base64::engine::general_purpose::STANDARD
+            .decode(state["payload"].as_str().unwrap())
+            .unwrap();
+        let desired: Value = serde_json::from_slice(&payload).unwrap();
+        let version = desired["slots"][0]["version"].as_str().unwrap().to_owned();
+        d.report(url, seq.unwrap(), &version);
+    }
+    // The engine runs every 5 s by default: wait for the stage to pass and wait for approval.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let shown = op.cli(&format!("rollout show {id} --json")).ok().json();
+        if shown["state"] == "waiting_approval" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{shown:#}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let shown = op.cli(&format!("rollout show {id}")).ok();
+    assert!(
+        shown
+            .stdout
+            .contains("state   WAITING FOR APPROVAL  stage 1/2"),
+        "{shown:#?}"
+    );
+    assert!(
+        shown.stdout.contains("2 active, 0 pending, 0 failed"),
+        "{shown:#?}"
+    );
+    let gate = shown
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("max_failed_ratio"))
+        .unwrap_or_else(|| panic!("{shown:#?}"));
+    assert_eq!(
+        gate.split_whitespace().collect::<Vec<_>>(),
+        ["max_failed_ratio", "0.0%", "≤", "0.0%", "PASS"]
+    );
+
+    op.cli(&format!("rollout resume {id}"))
+        .fails(1, "invalid_rollout_state");
+    let paused = op
+        .run(&[
+            "rollout",
+            "pause",
+            &id,
+            "--reason",
+            "checking the dashboards",
+        ])
+        .ok();
+    assert!(
+        paused.stdout.contains("checking the dashboards"),
+        "{paused:#?}"
+    );
+    op.cli(&format!("rollout resume {id}")).ok();
+    let aborted = op.cli(&format!("rollout abort {id}")).ok();
+    assert!(aborted.stdout.contains("state   ABORTED"), "{aborted:#?}");
+    let listed = op.cli("rollout ls").ok();
+    assert!(listed.stdout.contains("aborted"), "{listed:#?}");
+    let history = op.cli(&format!("rollout show {id} --json")).ok().json()["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["event"].as_str().unwrap().to_owned())
+        .collect::<Vec<_>>();
+    assert_eq!(
+        history,
+        [
+            "created",
+            "waiting_approval",
+            "paused",
+            "resumed",
+            "aborted"
+        ]
+    );
+    let policies = op.cli("rollout policies ls").ok();
+    assert!(policies.stdout.contains("two-step"), "{policies:#?}");
+}

@@ -62,35 +62,59 @@ pub(crate) struct Fleet {
     pub(crate) admin: String,
     pub(crate) client: reqwest::Client,
     pub(crate) publisher: SigningKey,
-    pub(crate) app_store: Arc<dyn flotilla_server::store::Store>,
-    server: actix_web::dev::ServerHandle,
-    _data: tempfile::TempDir,
+    app_store: Option<Arc<dyn flotilla_server::store::Store>>,
+    server: Option<actix_web::dev::ServerHandle>,
+    _data: Option<tempfile::TempDir>,
 }
 
 impl Fleet {
     pub(crate) async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// [`Fleet::start`] with settings changed first.
+    pub(crate) async fn start_with(tweak: impl FnOnce(&mut Settings)) -> Self {
         let data = tempfile::tempdir().unwrap();
-        let settings = Settings {
+        let mut settings = Settings {
             listen: "127.0.0.1:0".parse().unwrap(),
             data_dir: data.path().to_path_buf(),
             workers: 2,
             ..Settings::default()
         };
+        tweak(&mut settings);
         let app = Application::build(settings).await.unwrap();
         let base = format!("http://127.0.0.1:{}", app.port());
         let admin = app.bootstrap_secret().unwrap().to_owned();
         let app_store = app.store();
         let server = app.handle();
         tokio::spawn(app.run_until_stopped());
-        let fleet = Self {
+        Self::set_up(Self {
             base,
             admin,
             client: reqwest::Client::new(),
             publisher: SigningKey::generate(&mut rand::rngs::OsRng),
-            app_store,
-            server,
-            _data: data,
-        };
+            app_store: Some(app_store),
+            server: Some(server),
+            _data: Some(data),
+        })
+        .await
+    }
+
+    /// The same steps against a server running elsewhere (a process the test started).
+    pub(crate) async fn attach(base: &str, admin: &str) -> Self {
+        Self::set_up(Self {
+            base: base.to_owned(),
+            admin: admin.to_owned(),
+            client: reqwest::Client::new(),
+            publisher: SigningKey::generate(&mut rand::rngs::OsRng),
+            app_store: None,
+            server: None,
+            _data: None,
+        })
+        .await
+    }
+
+    async fn set_up(fleet: Self) -> Self {
         let pem = fleet.publisher.public_key().to_pem();
         fleet
             .call(
@@ -211,7 +235,7 @@ impl Fleet {
 
     /// Stops the server at once, as an outage would (open connections are dropped).
     pub(crate) async fn stop(&self) {
-        self.server.stop(false).await;
+        self.server.as_ref().unwrap().stop(false).await;
     }
 
     /// A one-use enrollment token whose devices get `site=a` (what [`Fleet::deploy`] targets).
@@ -241,6 +265,8 @@ impl Fleet {
     pub(crate) async fn server_key(&self) -> SigningKey {
         let pem = self
             .app_store
+            .as_ref()
+            .unwrap()
             .get_setting("desired_state_signing_key")
             .await
             .unwrap()

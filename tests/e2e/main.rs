@@ -7,6 +7,7 @@ mod cli;
 mod demo;
 mod fleet;
 mod hybrid;
+mod rollouts;
 mod server;
 mod server_inference;
 mod simulator;

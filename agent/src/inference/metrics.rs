@@ -7,6 +7,7 @@ use flotilla_serving::metrics::{escape, header, sample};
 use flotilla_serving::{HealthRecorder, InferencePool};
 
 use super::registry::ModelRegistry;
+use crate::shadow::ShadowOutcome;
 
 pub use flotilla_serving::metrics::CONTENT_TYPE;
 
@@ -55,6 +56,31 @@ pub fn render(registry: &ModelRegistry, pool: &InferencePool, recorder: &HealthR
             );
         }
     }
+
+    let name = "flotilla_agent_shadow_comparisons_total";
+    header(
+        &mut out,
+        name,
+        "Requests also run on a rollout's shadow candidate, by outcome: answers agreed or disagreed, the candidate failed (error), or it was busy (skipped).",
+        "counter",
+    );
+    for ((model, version, shadow_version), totals) in registry.shadow_stats().totals() {
+        for (outcome, n) in [
+            (ShadowOutcome::Agreed, totals.agreed),
+            (ShadowOutcome::Disagreed, totals.disagreed),
+            (ShadowOutcome::Error, totals.errors),
+            (ShadowOutcome::Skipped, totals.skipped),
+        ] {
+            let _ = writeln!(
+                out,
+                "{name}{{model=\"{}\",version=\"{}\",shadow_version=\"{}\",outcome=\"{}\"}} {n}",
+                escape(&model),
+                escape(&version),
+                escape(&shadow_version),
+                outcome.label()
+            );
+        }
+    }
     out
 }
 
@@ -79,7 +105,11 @@ mod tests {
             workers: 3,
             queue_depth: 5,
         });
-        let text = render(&ModelRegistry::new(), &pool, &recorder);
+        let registry = ModelRegistry::new();
+        let stats = registry.shadow_stats();
+        stats.record("fraud", "1.0.0", "1.1.0", ShadowOutcome::Agreed, None);
+        stats.record("fraud", "1.0.0", "1.1.0", ShadowOutcome::Skipped, None);
+        let text = render(&registry, &pool, &recorder);
         for line in [
             "# TYPE flotilla_agent_inferences_total counter",
             "flotilla_agent_inferences_total{model=\"fraud\",version=\"1.0.0\"} 1",
@@ -92,6 +122,10 @@ mod tests {
             "flotilla_agent_pool_workers 3",
             "flotilla_agent_pool_queue_capacity 5",
             "flotilla_agent_models_loaded 0",
+            "# TYPE flotilla_agent_shadow_comparisons_total counter",
+            "flotilla_agent_shadow_comparisons_total{model=\"fraud\",version=\"1.0.0\",shadow_version=\"1.1.0\",outcome=\"agreed\"} 1",
+            "flotilla_agent_shadow_comparisons_total{model=\"fraud\",version=\"1.0.0\",shadow_version=\"1.1.0\",outcome=\"disagreed\"} 0",
+            "flotilla_agent_shadow_comparisons_total{model=\"fraud\",version=\"1.0.0\",shadow_version=\"1.1.0\",outcome=\"skipped\"} 1",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
         }

@@ -12,6 +12,7 @@ use flotilla_serving::{
 };
 
 use crate::hybrid::{needs_server, Escalator};
+use crate::shadow::{sampled, ShadowModel, ShadowOutcome, ShadowRunner, ShadowStats};
 
 /// The set of loaded models, one current version per name.
 ///
@@ -26,6 +27,10 @@ pub struct ModelRegistry {
     policies: ArcSwap<BTreeMap<String, EscalationPolicy>>,
     /// Who asks the server; set once the device has a credential.
     escalator: std::sync::OnceLock<Escalator>,
+    /// Shadow candidates by model name, from the desired state. Never served.
+    shadows: ArcSwap<BTreeMap<String, Arc<ShadowRunner>>>,
+    /// Outcomes of shadow runs.
+    shadow_stats: ShadowStats,
 }
 
 impl ModelRegistry {
@@ -66,6 +71,33 @@ impl ModelRegistry {
         });
     }
 
+    /// Sets or clears `name`'s shadow candidate. A run of the replaced candidate in flight
+    /// finishes and is counted under its own version.
+    pub fn set_shadow(&self, name: &str, shadow: Option<ShadowModel>) {
+        let runner = shadow.map(|s| Arc::new(ShadowRunner::new(s)));
+        self.shadows.rcu(|current| {
+            let mut next = BTreeMap::clone(current);
+            match &runner {
+                Some(r) => next.insert(name.to_owned(), Arc::clone(r)),
+                None => next.remove(name),
+            };
+            next
+        });
+    }
+
+    /// The version of `name`'s shadow candidate, if it has one.
+    pub fn shadow_version(&self, name: &str) -> Option<String> {
+        self.shadows
+            .load()
+            .get(name)
+            .map(|r| r.candidate().version.clone())
+    }
+
+    /// The outcomes of shadow runs (window and totals).
+    pub fn shadow_stats(&self) -> &ShadowStats {
+        &self.shadow_stats
+    }
+
     /// Escalations since start per (model, version): (answered by the server, fell back).
     pub fn escalation_totals(&self) -> Vec<((String, String), (u64, u64))> {
         self.escalator
@@ -79,8 +111,8 @@ impl ModelRegistry {
         let _ = self.escalator.set(escalator);
     }
 
-    /// Stops serving `name` (and forgets its hybrid policy); returns the version that was
-    /// being served. Requests already running on it finish normally.
+    /// Stops serving `name` (and forgets its hybrid policy and shadow candidate); returns the
+    /// version that was being served. Requests already running on it finish normally.
     pub fn remove(&self, name: &str) -> Option<Arc<LoadedModel>> {
         let mut removed = None;
         self.models.rcu(|current| {
@@ -89,6 +121,7 @@ impl ModelRegistry {
             next
         });
         self.set_escalation(name, None);
+        self.set_shadow(name, None);
         removed
     }
 
@@ -171,6 +204,39 @@ impl ModelSource for ModelRegistry {
                 }
             }
         }
+    }
+
+    fn sample_shadow(&self, loaded: &LoadedModel) -> bool {
+        self.shadows
+            .load()
+            .get(&loaded.name)
+            .is_some_and(|r| sampled(r.candidate().sample_rate, rand::random::<f64>()))
+    }
+
+    fn run_shadow(&self, loaded: &LoadedModel, inputs: Vec<Tensor>, outputs: &[Tensor]) {
+        let Some(runner) = self.shadows.load().get(&loaded.name).cloned() else {
+            return;
+        };
+        let stats = self.shadow_stats.clone();
+        let (model, version) = (loaded.name.clone(), loaded.version.clone());
+        let Some(slot) = runner.try_slot() else {
+            let shadow_version = &runner.candidate().version;
+            stats.record(
+                &model,
+                &version,
+                shadow_version,
+                ShadowOutcome::Skipped,
+                None,
+            );
+            return;
+        };
+        let active = outputs.to_vec();
+        // Off the request path, outside the worker pool; the slot bounds it to one per model.
+        tokio::task::spawn_blocking(move || {
+            let (outcome, latency) = runner.run(slot, inputs, &active);
+            let shadow_version = &runner.candidate().version;
+            stats.record(&model, &version, shadow_version, outcome, Some(latency));
+        });
     }
 
     async fn ready(&self) -> Result<(), OipError> {

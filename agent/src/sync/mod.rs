@@ -8,6 +8,7 @@ pub mod state_dir;
 pub mod trust;
 pub mod updater;
 
+use crate::shadow::ShadowModel;
 use flotilla_protocol::agent::EscalationPolicy;
 use flotilla_runtime::Model;
 use std::sync::Arc;
@@ -21,4 +22,6 @@ pub trait ModelSink: Send + Sync {
     fn remove(&self, name: &str);
     /// Sets (or clears) the hybrid-inference policy of `name`.
     fn set_escalation(&self, _name: &str, _policy: Option<EscalationPolicy>) {}
+    /// Sets (or clears) the shadow candidate of `name`: run beside it, never served.
+    fn set_shadow(&self, _name: &str, _shadow: Option<ShadowModel>) {}
 }

@@ -6,7 +6,7 @@
 //! <state-dir>/
 //!   identity.json      device id, credential, pinned server key   (0600)
 //!   device.key         the device's ed25519 key, PKCS#8 PEM        (0600)
-//!   state.json         accepted sequence, installed and previous models, failures
+//!   state.json         accepted sequence, installed, previous and shadow models, failures
 //!   models/<sha256>    verified model files, content-addressed
 //!   partial/<sha256>   downloads in progress (resumed with Range)
 //!   reports/<seq>.json reports not yet delivered, sent in order
@@ -53,6 +53,42 @@ pub struct Installed {
     pub escalation: Option<EscalationPolicy>,
 }
 
+/// A rollout's shadow candidate on the device: verified like an installed model, run beside
+/// it, never served.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct InstalledShadow {
+    /// Candidate version.
+    pub version: String,
+    /// sha256 of the file (its name under `models/`).
+    pub sha256: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// The publisher-signed smoke-test input, run again whenever the candidate is loaded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sample_input: Option<Vec<SampleTensor>>,
+    /// Share of requests also run on the candidate.
+    pub sample_rate: f64,
+    /// Largest difference between values that still counts as the same answer.
+    pub tolerance: f64,
+}
+
+impl Eq for InstalledShadow {}
+
+impl InstalledShadow {
+    /// The facts the smoke test and the file check need, in the form of an installed model.
+    pub fn as_installed(&self) -> Installed {
+        Installed {
+            version: self.version.clone(),
+            sha256: self.sha256.clone(),
+            size: self.size,
+            release: None,
+            sample_input: self.sample_input.clone(),
+            escalation: None,
+        }
+    }
+}
+
 /// An update that failed, so the agent backs off instead of retrying in a loop.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -83,6 +119,12 @@ pub struct AgentState {
     pub previous: BTreeMap<String, Installed>,
     /// Failed updates, per model.
     pub failures: BTreeMap<String, Failure>,
+    /// Shadow candidates running beside the installed models, per model.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub shadows: BTreeMap<String, InstalledShadow>,
+    /// Shadow candidates that failed, per model (backed off like failed updates).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub shadow_failures: BTreeMap<String, Failure>,
     /// Next report counter.
     pub next_report_seq: u64,
 }
@@ -158,14 +200,15 @@ impl StateDir {
         )
     }
 
-    /// Deletes model files that are neither installed nor previous, and partial downloads of
-    /// files that are complete.
+    /// Deletes model files that are neither installed, previous nor a shadow candidate, and
+    /// partial downloads of files that are complete.
     pub fn collect_garbage(&self, state: &AgentState) {
         let keep: std::collections::BTreeSet<&str> = state
             .installed
             .values()
             .chain(state.previous.values())
             .map(|m| m.sha256.as_str())
+            .chain(state.shadows.values().map(|s| s.sha256.as_str()))
             .collect();
         for entry in fs::read_dir(self.root.join("models"))
             .into_iter()

@@ -3,11 +3,17 @@
 //! incompatible hardware, download resumably within the signed size, check the digest, load and
 //! smoke-test the model, then swap it in and persist the new state. Anything that fails keeps the
 //! current model serving, is reported with a stable reason, and is retried with backoff.
+//!
+//! A slot's shadow candidate (a rollout's shadow stage) goes through the same checks, except the
+//! downgrade rule (it never answers), into the same content-addressed store, and is handed to
+//! the sink to run beside the slot's model. Its failures are its own: reported in the slot's
+//! `shadow` status and backed off, they never touch the version that serves.
 
 use crate::inference::parse_data;
+use crate::shadow::ShadowModel;
 use flotilla_protocol::agent::{
-    verify_desired_state, AgentReport, DesiredState, HealthWindow, ModelSlot, SlotState,
-    SlotStatus, StateError,
+    verify_desired_state, AgentReport, DesiredState, HealthWindow, ModelSlot, ShadowSlot,
+    ShadowStatus, SlotState, SlotStatus, StateError,
 };
 use flotilla_protocol::signing::{self, ArtifactDigest, ModelFacts, PublicKey, SampleTensor};
 use flotilla_runtime::{DataType, LoadOptions, Model, Tensor};
@@ -18,7 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::client::{ClientError, DownloadLimits, Poll, ServerClient};
-use super::state_dir::{AgentState, Failure, Identity, Installed, StateDir};
+use super::state_dir::{AgentState, Failure, Identity, Installed, InstalledShadow, StateDir};
 use super::trust::Trust;
 use super::ModelSink;
 
@@ -55,6 +61,52 @@ impl SlotFailure {
     }
 }
 
+/// One artifact to verify and fetch: a slot's model, or its shadow candidate.
+struct Target<'a> {
+    model: &'a str,
+    version: &'a str,
+    sha256: &'a str,
+    size: u64,
+    url: &'a str,
+    bundles: &'a [String],
+    role: Role,
+}
+
+/// What a verified artifact will do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// Serve requests.
+    Slot,
+    /// Run beside the slot's model, never answering.
+    Shadow,
+}
+
+impl<'a> Target<'a> {
+    fn slot(slot: &'a ModelSlot) -> Self {
+        Target {
+            model: &slot.model,
+            version: &slot.version,
+            sha256: &slot.sha256,
+            size: slot.size,
+            url: &slot.url,
+            bundles: &slot.bundles,
+            role: Role::Slot,
+        }
+    }
+
+    fn shadow(model: &'a str, shadow: &'a ShadowSlot) -> Self {
+        Target {
+            model,
+            version: &shadow.version,
+            sha256: &shadow.sha256,
+            size: shadow.size,
+            url: &shadow.url,
+            bundles: &shadow.bundles,
+            role: Role::Shadow,
+        }
+    }
+}
+
 /// Everything the updater needs.
 pub struct Updater {
     dir: StateDir,
@@ -68,6 +120,9 @@ pub struct Updater {
     limits: DownloadLimits,
     state: AgentState,
     statuses: BTreeMap<String, SlotStatus>,
+    shadow_statuses: BTreeMap<String, ShadowStatus>,
+    /// The loaded shadow candidates, so new sampling settings need no reload.
+    shadow_models: BTreeMap<String, Arc<Model>>,
     etag: Option<String>,
     /// The last desired state refused, with why (for logs and tests).
     pub last_rejection: Option<StateError>,
@@ -101,6 +156,8 @@ impl Updater {
             limits,
             state,
             statuses: BTreeMap::new(),
+            shadow_statuses: BTreeMap::new(),
+            shadow_models: BTreeMap::new(),
             etag: None,
             last_rejection: None,
         })
@@ -109,6 +166,17 @@ impl Updater {
     /// The persisted state.
     pub fn state(&self) -> &AgentState {
         &self.state
+    }
+
+    /// How each slot is doing, with its shadow candidate: what the next report says.
+    pub fn slot_statuses(&self) -> Vec<SlotStatus> {
+        self.statuses
+            .values()
+            .map(|s| SlotStatus {
+                shadow: self.shadow_statuses.get(&s.model).cloned(),
+                ..s.clone()
+            })
+            .collect()
     }
 
     /// Loads the installed models from disk into the sink (after a restart). A model whose file
@@ -151,6 +219,32 @@ impl Updater {
                 }
             }
         }
+        let shadows: Vec<(String, InstalledShadow)> = self
+            .state
+            .shadows
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        for (name, shadow) in shadows {
+            match self.load_verified_file(&shadow.as_installed()).await {
+                Ok(model) => {
+                    self.start_shadow(&name, &shadow, model);
+                    self.set_shadow_status(&name, &shadow.version, SlotState::Active, None);
+                }
+                Err(e) => {
+                    // The next desired state fetches and checks it again.
+                    tracing::warn!(model = %name, version = %shadow.version, error = %e.message, "shadow candidate unusable");
+                    self.state.shadows.remove(&name);
+                    let reason = format!("{}: {}", e.code, e.message);
+                    self.set_shadow_status(
+                        &name,
+                        &shadow.version,
+                        SlotState::Failed,
+                        Some(&reason),
+                    );
+                }
+            }
+        }
         self.dir.save_state(&self.state)?;
         Ok(())
     }
@@ -184,6 +278,31 @@ impl Updater {
         })
         .await
         .map_err(|e| SlotFailure::new("internal", e.to_string()))?
+    }
+
+    fn set_shadow_status(
+        &mut self,
+        model: &str,
+        version: &str,
+        state: SlotState,
+        reason: Option<&str>,
+    ) {
+        self.shadow_statuses.insert(
+            model.to_owned(),
+            ShadowStatus {
+                version: version.to_owned(),
+                state,
+                reason: reason.map(str::to_owned),
+            },
+        );
+    }
+
+    /// Reports progress on `target` in its slot's status or its shadow status.
+    fn set_progress(&mut self, target: &Target<'_>, state: SlotState) {
+        match target.role {
+            Role::Slot => self.set_status(target.model, target.version, state, None),
+            Role::Shadow => self.set_shadow_status(target.model, target.version, state, None),
+        }
     }
 
     fn set_status(&mut self, model: &str, version: &str, state: SlotState, reason: Option<&str>) {
@@ -226,55 +345,25 @@ impl Updater {
 
     async fn apply_verified(&mut self, desired: DesiredState) {
         for slot in &desired.slots {
-            if let Some(failure) = self.backing_off(slot) {
-                // Same target failed recently: keep reporting why until the backoff expires.
-                let reason = failure.reason.clone();
-                self.set_status(&slot.model, &slot.version, SlotState::Failed, Some(&reason));
-                continue;
-            }
-            match self.update_slot(slot).await {
-                Ok(()) => {
-                    self.state.failures.remove(&slot.model);
-                    // The policy may change without the model: it follows the desired state.
-                    if let Some(installed) = self.state.installed.get_mut(&slot.model) {
-                        installed.escalation = slot.escalation.clone();
-                    }
-                    self.sink
-                        .set_escalation(&slot.model, slot.escalation.clone());
-                    self.set_status(&slot.model, &slot.version, SlotState::Active, None);
-                }
-                Err(f) => {
-                    tracing::warn!(model = %slot.model, version = %slot.version, code = f.code, error = %f.message, "update refused; the current model keeps serving");
-                    let attempts = self
-                        .failure_for(slot)
-                        .map_or(1, |p| p.attempts.saturating_add(1));
-                    let reason = format!("{}: {}", f.code, f.message);
-                    self.state.failures.insert(
-                        slot.model.clone(),
-                        Failure {
-                            version: slot.version.clone(),
-                            sha256: slot.sha256.clone(),
-                            reason: reason.clone(),
-                            attempts,
-                            last_attempt: (self.clock)(),
-                        },
-                    );
-                    self.set_status(&slot.model, &slot.version, SlotState::Failed, Some(&reason));
-                }
-            }
+            self.apply_slot(slot).await;
+            self.persist();
+            // After the slot: a candidate promoted to it finds its bytes still on disk.
+            self.apply_shadow(slot).await;
             self.persist();
         }
         // Models no longer wanted stop serving; their files stay as "previous" for a while.
         let wanted: Vec<&str> = desired.slots.iter().map(|s| s.model.as_str()).collect();
-        let unwanted: Vec<String> = self
+        let unwanted: std::collections::BTreeSet<String> = self
             .state
             .installed
             .keys()
+            .chain(self.state.shadows.keys())
             .filter(|m| !wanted.contains(&m.as_str()))
             .cloned()
             .collect();
         for name in unwanted {
             self.sink.remove(&name);
+            self.stop_shadow(&name);
             if let Some(old) = self.state.installed.remove(&name) {
                 self.state.previous.insert(name.clone(), old);
             }
@@ -283,6 +372,184 @@ impl Updater {
         self.state.applied_sequence = desired.sequence;
         self.persist();
         self.dir.collect_garbage(&self.state);
+    }
+
+    async fn apply_slot(&mut self, slot: &ModelSlot) {
+        if let Some(failure) = self.backing_off(slot) {
+            // Same target failed recently: keep reporting why until the backoff expires.
+            let reason = failure.reason.clone();
+            self.set_status(&slot.model, &slot.version, SlotState::Failed, Some(&reason));
+            return;
+        }
+        match self.update_slot(slot).await {
+            Ok(()) => {
+                self.state.failures.remove(&slot.model);
+                // The policy may change without the model: it follows the desired state.
+                if let Some(installed) = self.state.installed.get_mut(&slot.model) {
+                    installed.escalation = slot.escalation.clone();
+                }
+                self.sink
+                    .set_escalation(&slot.model, slot.escalation.clone());
+                self.set_status(&slot.model, &slot.version, SlotState::Active, None);
+            }
+            Err(f) => {
+                tracing::warn!(model = %slot.model, version = %slot.version, code = f.code, error = %f.message, "update refused; the current model keeps serving");
+                let attempts = self
+                    .failure_for(slot)
+                    .map_or(1, |p| p.attempts.saturating_add(1));
+                let reason = format!("{}: {}", f.code, f.message);
+                self.state.failures.insert(
+                    slot.model.clone(),
+                    Failure {
+                        version: slot.version.clone(),
+                        sha256: slot.sha256.clone(),
+                        reason: reason.clone(),
+                        attempts,
+                        last_attempt: (self.clock)(),
+                    },
+                );
+                self.set_status(&slot.model, &slot.version, SlotState::Failed, Some(&reason));
+            }
+        }
+    }
+
+    /// Brings `slot`'s shadow candidate in line with the desired state: none, the same one
+    /// (its sampling settings may change), or another one (the old one stops at once).
+    async fn apply_shadow(&mut self, slot: &ModelSlot) {
+        let name = slot.model.as_str();
+        let Some(wanted) = &slot.shadow else {
+            self.stop_shadow(name);
+            return;
+        };
+        if let Some(current) = self.state.shadows.get(name).cloned() {
+            if current.version == wanted.version && current.sha256 == wanted.sha256 {
+                if let Some(model) = self.shadow_models.get(name).cloned() {
+                    let shadow = InstalledShadow {
+                        sample_rate: wanted.sample_rate,
+                        tolerance: wanted.tolerance,
+                        ..current.clone()
+                    };
+                    if shadow != current {
+                        self.start_shadow(name, &shadow, model);
+                        self.state.shadows.insert(name.to_owned(), shadow);
+                    }
+                    self.set_shadow_status(name, &wanted.version, SlotState::Active, None);
+                    return;
+                }
+            }
+            self.stop_shadow(name);
+        }
+        if let Some(failure) = self.shadow_backing_off(name, wanted) {
+            let reason = failure.reason.clone();
+            self.set_shadow_status(name, &wanted.version, SlotState::Failed, Some(&reason));
+            return;
+        }
+        match self.install_shadow(name, wanted).await {
+            Ok(()) => {
+                self.state.shadow_failures.remove(name);
+                self.set_shadow_status(name, &wanted.version, SlotState::Active, None);
+                tracing::info!(model = %name, version = %wanted.version, "shadow candidate running");
+            }
+            Err(f) => {
+                tracing::warn!(model = %name, version = %wanted.version, code = f.code, error = %f.message, "shadow candidate refused; the current model is unaffected");
+                let attempts = self
+                    .state
+                    .shadow_failures
+                    .get(name)
+                    .filter(|p| p.sha256 == wanted.sha256 && p.version == wanted.version)
+                    .map_or(1, |p| p.attempts.saturating_add(1));
+                let reason = format!("{}: {}", f.code, f.message);
+                self.state.shadow_failures.insert(
+                    name.to_owned(),
+                    Failure {
+                        version: wanted.version.clone(),
+                        sha256: wanted.sha256.clone(),
+                        reason: reason.clone(),
+                        attempts,
+                        last_attempt: (self.clock)(),
+                    },
+                );
+                self.set_shadow_status(name, &wanted.version, SlotState::Failed, Some(&reason));
+            }
+        }
+    }
+
+    /// Verifies, fetches, loads and smoke-tests a shadow candidate, then starts it.
+    async fn install_shadow(&mut self, name: &str, wanted: &ShadowSlot) -> Result<(), SlotFailure> {
+        // The state's signature covered these, but only slot digests are checked on arrival,
+        // and the digest names a file.
+        if !is_sha256_hex(&wanted.sha256) {
+            return Err(SlotFailure::new(
+                "invalid_slot",
+                format!(
+                    "shadow digest `{}` is not lowercase hex sha256",
+                    wanted.sha256
+                ),
+            ));
+        }
+        // Written so that NaN fails too.
+        let usable =
+            wanted.sample_rate > 0.0 && wanted.sample_rate <= 1.0 && wanted.tolerance >= 0.0;
+        if !usable {
+            return Err(SlotFailure::new(
+                "invalid_slot",
+                format!(
+                    "shadow sample rate {} is not in (0, 1] or tolerance {} is negative",
+                    wanted.sample_rate, wanted.tolerance
+                ),
+            ));
+        }
+        let target = Target::shadow(name, wanted);
+        self.set_progress(&target, SlotState::Verifying);
+        let facts = self.verify_publishers(&target)?;
+        // No downgrade rule: a candidate in shadow never answers a request.
+        check_facts(name, &wanted.version, facts.as_ref(), None)?;
+        self.fetch_verified(&target).await?;
+        let shadow = InstalledShadow {
+            version: wanted.version.clone(),
+            sha256: wanted.sha256.clone(),
+            size: wanted.size,
+            sample_input: facts.and_then(|f| f.sample_input),
+            sample_rate: wanted.sample_rate,
+            tolerance: wanted.tolerance,
+        };
+        // Only now, with verified bytes, is the candidate parsed.
+        let model = self.load_verified_file(&shadow.as_installed()).await?;
+        self.start_shadow(name, &shadow, model);
+        self.state.shadows.insert(name.to_owned(), shadow);
+        Ok(())
+    }
+
+    fn start_shadow(&mut self, name: &str, shadow: &InstalledShadow, model: Arc<Model>) {
+        self.shadow_models
+            .insert(name.to_owned(), Arc::clone(&model));
+        self.sink.set_shadow(
+            name,
+            Some(ShadowModel {
+                version: shadow.version.clone(),
+                model,
+                sample_rate: shadow.sample_rate,
+                tolerance: shadow.tolerance,
+            }),
+        );
+    }
+
+    /// Stops `name`'s shadow candidate, if it has one; its file goes with the next clean-up.
+    fn stop_shadow(&mut self, name: &str) {
+        if self.state.shadows.remove(name).is_some() || self.shadow_models.contains_key(name) {
+            self.sink.set_shadow(name, None);
+        }
+        self.shadow_models.remove(name);
+        self.shadow_statuses.remove(name);
+    }
+
+    /// The failure to keep reporting while this candidate is still in its backoff window.
+    fn shadow_backing_off(&self, name: &str, wanted: &ShadowSlot) -> Option<&Failure> {
+        self.state
+            .shadow_failures
+            .get(name)
+            .filter(|f| f.sha256 == wanted.sha256 && f.version == wanted.version)
+            .filter(|f| (self.clock)() < f.last_attempt + Self::backoff_secs(f.attempts))
     }
 
     fn persist(&self) {
@@ -321,17 +588,17 @@ impl Updater {
         {
             return Ok(());
         }
-        self.set_status(&slot.model, &slot.version, SlotState::Verifying, None);
-        let facts = self.verify_publishers(slot)?;
-        check_facts(slot, facts.as_ref(), current.as_ref())?;
-
-        let final_path = self.dir.model_file(&slot.sha256);
-        // Bytes already on disk (the previous version, or the same file signed as another
-        // version) are reused: rolling back is instant and needs no network.
-        let on_disk = file_sha256(&final_path).is_ok_and(|d| d == slot.sha256);
-        if !on_disk {
-            self.download_verified(slot, &final_path).await?;
-        }
+        let target = Target::slot(slot);
+        self.set_progress(&target, SlotState::Verifying);
+        let facts = self.verify_publishers(&target)?;
+        let previous = self.state.previous.get(&slot.model);
+        check_facts(
+            &slot.model,
+            &slot.version,
+            facts.as_ref(),
+            downgrade_reference(slot, current.as_ref(), previous),
+        )?;
+        self.fetch_verified(&target).await?;
         let installed = Installed {
             version: slot.version.clone(),
             sha256: slot.sha256.clone(),
@@ -351,17 +618,19 @@ impl Updater {
         Ok(())
     }
 
-    /// Downloads the slot's artifact (resuming a partial file), checks its digest and moves it
-    /// to `final_path`, where only verified bytes ever land.
-    async fn download_verified(
-        &mut self,
-        slot: &ModelSlot,
-        final_path: &std::path::Path,
-    ) -> Result<(), SlotFailure> {
-        self.set_status(&slot.model, &slot.version, SlotState::Downloading, None);
-        let partial = self.dir.partial_file(&slot.sha256);
+    /// Makes sure the target's verified bytes are in the content-addressed store. Bytes already
+    /// on disk (the previous version, a shadow candidate now promoted, or the same file signed
+    /// as another version) are reused: no network needed. Otherwise downloads them (resuming a
+    /// partial file), checks the digest and moves them in, where only verified bytes ever land.
+    async fn fetch_verified(&mut self, target: &Target<'_>) -> Result<(), SlotFailure> {
+        let final_path = self.dir.model_file(target.sha256);
+        if file_sha256(&final_path).is_ok_and(|d| d == target.sha256) {
+            return Ok(());
+        }
+        self.set_progress(target, SlotState::Downloading);
+        let partial = self.dir.partial_file(target.sha256);
         self.client
-            .download(&slot.url, &partial, slot.size, self.limits)
+            .download(target.url, &partial, target.size, self.limits)
             .await
             .map_err(|e| match e {
                 ClientError::Download(m) => SlotFailure::new("download_refused", m),
@@ -369,36 +638,37 @@ impl Updater {
             })?;
         let digest = file_sha256(&partial)
             .map_err(|e| SlotFailure::new("download_failed", e.to_string()))?;
-        if digest != slot.sha256 {
+        if digest != target.sha256 {
             let _ = std::fs::remove_file(&partial);
             return Err(SlotFailure::new(
                 "artifact_digest_mismatch",
                 format!(
                     "downloaded bytes hash to {digest}, not the signed {}",
-                    slot.sha256
+                    target.sha256
                 ),
             ));
         }
-        std::fs::rename(&partial, final_path)
+        self.set_progress(target, SlotState::Verifying);
+        std::fs::rename(&partial, &final_path)
             .and_then(|()| super::state_dir::sync_dir(self.dir.root().join("models").as_path()))
             .map_err(|e| SlotFailure::new("storage_failed", e.to_string()))
     }
 
-    fn verify_publishers(&self, slot: &ModelSlot) -> Result<Option<ModelFacts>, SlotFailure> {
+    fn verify_publishers(&self, target: &Target<'_>) -> Result<Option<ModelFacts>, SlotFailure> {
         let policy = self
             .trust
-            .policy(&slot.model)
+            .policy(target.model)
             .map_err(|e| SlotFailure::new("trust_root_unusable", e.to_string()))?;
         let mut sha = [0u8; 32];
-        hex::decode_to_slice(&slot.sha256, &mut sha)
+        hex::decode_to_slice(target.sha256, &mut sha)
             .map_err(|_| SlotFailure::new("invalid_slot", "digest is not hex"))?;
-        let bundles: Vec<&[u8]> = slot.bundles.iter().map(|b| b.as_bytes()).collect();
+        let bundles: Vec<&[u8]> = target.bundles.iter().map(|b| b.as_bytes()).collect();
         let verified = signing::verify(
             &bundles,
             &policy,
             &ArtifactDigest {
                 sha256: sha,
-                size: Some(slot.size),
+                size: Some(target.size),
             },
         )
         .map_err(|e| SlotFailure::new(e.code(), e.to_string()))?;
@@ -412,7 +682,7 @@ impl Updater {
             report_seq: self.state.next_report_seq,
             created_at: (self.clock)(),
             applied_sequence: self.state.applied_sequence,
-            slots: self.statuses.values().cloned().collect(),
+            slots: self.slot_statuses(),
             health: (self.health)(),
         };
         self.dir.save_state(&self.state)?;
@@ -517,20 +787,39 @@ impl Updater {
     }
 }
 
-/// Refuses what the signed facts forbid: a version other than the slot's, hardware this device
-/// does not have, and a downgrade the publishers did not allow.
-fn check_facts(
+/// The installed version a target's downgrade check compares with: none when the target is
+/// exactly the version (same version, same bytes) this device ran just before its current one.
+/// That is how a rollout's rollback or abort returns a device to where it was; a server can at
+/// most move a device one step back to a version it already verified and ran. Any other
+/// downgrade needs a publisher-signed rollback allowance.
+fn downgrade_reference<'a>(
     slot: &ModelSlot,
+    current: Option<&'a Installed>,
+    previous: Option<&Installed>,
+) -> Option<&'a Installed> {
+    if previous.is_some_and(|p| p.version == slot.version && p.sha256 == slot.sha256) {
+        None
+    } else {
+        current
+    }
+}
+
+/// Refuses what the signed facts forbid: a model or version other than the one the server
+/// named, hardware this device does not have, and a downgrade of `current` (the installed
+/// version, when the target would replace it) the publishers did not allow.
+fn check_facts(
+    model: &str,
+    version: &str,
     facts: Option<&ModelFacts>,
     current: Option<&Installed>,
 ) -> Result<(), SlotFailure> {
     if let Some(f) = facts {
-        if f.model != slot.model || f.version != slot.version {
+        if f.model != model || f.version != version {
             return Err(SlotFailure::new(
                 "signed_facts_mismatch",
                 format!(
-                    "publishers signed {}@{}, the server says {}@{}",
-                    f.model, f.version, slot.model, slot.version
+                    "publishers signed {}@{}, the server says {model}@{version}",
+                    f.model, f.version
                 ),
             ));
         }
@@ -556,7 +845,7 @@ fn check_facts(
     let downgrade = match (facts.and_then(|f| f.release), current.release) {
         (Some(new), Some(old)) => new < old && !allowed(old),
         _ => {
-            let newer = semver::Version::parse(&slot.version).ok();
+            let newer = semver::Version::parse(version).ok();
             let older = semver::Version::parse(&current.version).ok();
             matches!((newer, older), (Some(n), Some(o)) if n < o)
                 && !current.release.is_some_and(allowed)
@@ -566,8 +855,8 @@ fn check_facts(
         return Err(SlotFailure::new(
             "downgrade_refused",
             format!(
-                "{} would replace the newer {} and the publishers signed no rollback allowance",
-                slot.version, current.version
+                "{version} would replace the newer {} and the publishers signed no rollback allowance",
+                current.version
             ),
         ));
     }
@@ -604,6 +893,13 @@ fn sample_tensors(sample: &[SampleTensor]) -> Result<Vec<Tensor>, String> {
             Ok(Tensor::new(t.name.clone(), shape, data))
         })
         .collect()
+}
+
+fn is_sha256_hex(digest: &str) -> bool {
+    digest.len() == 64
+        && digest
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 fn file_sha256(path: &std::path::Path) -> std::io::Result<String> {
@@ -735,7 +1031,9 @@ mod tests {
     fn downgrades_need_a_signed_allowance() {
         let cur = installed("1.1.0", Some(5));
         let code = |s: &ModelSlot, f: Option<&ModelFacts>, c: Option<&Installed>| {
-            check_facts(s, f, c).err().map(|e| e.code)
+            check_facts(&s.model, &s.version, f, c)
+                .err()
+                .map(|e| e.code)
         };
         assert_eq!(
             code(
@@ -761,6 +1059,28 @@ mod tests {
             ),
             None
         );
+        // Back to exactly the version it ran before (a rollout's rollback): allowed; to another
+        // older one, or the same version with other bytes: refused.
+        let before = Installed {
+            sha256: "b".repeat(64),
+            ..installed("1.0.0", Some(4))
+        };
+        let mut back = slot("1.0.0");
+        back.sha256 = "b".repeat(64);
+        let older = facts("1.0.0", Some(4), None);
+        let checked = |s: &ModelSlot, previous: &Installed| {
+            let reference = downgrade_reference(s, Some(&cur), Some(previous));
+            check_facts(&s.model, &s.version, Some(&older), reference)
+                .err()
+                .map(|e| e.code)
+        };
+        assert_eq!(checked(&back, &before), None);
+        assert_eq!(checked(&slot("1.0.0"), &before), Some("downgrade_refused"));
+        let other = Installed {
+            version: "0.9.0".into(),
+            ..before.clone()
+        };
+        assert_eq!(checked(&back, &other), Some("downgrade_refused"));
         // No release counters: semantic versions decide.
         let cur = installed("1.1.0", None);
         assert_eq!(

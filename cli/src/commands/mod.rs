@@ -8,6 +8,7 @@ mod models;
 mod placement;
 mod push;
 mod registry;
+mod rollouts;
 mod tokens;
 
 use std::fmt::Display;
@@ -102,5 +103,7 @@ pub fn run(ctx: &Context, command: Command) -> Result<(), CliError> {
         Command::Deploy(args) => deployments::deploy(ctx, args),
         Command::Deployments(cmd) => deployments::run(ctx, cmd),
         Command::Placement(args) => placement::run(ctx, &args),
+        Command::Rollout(cmd) => rollouts::run(ctx, cmd),
+        Command::Webhooks(cmd) => rollouts::webhooks(ctx, cmd),
     }
 }

@@ -15,7 +15,10 @@ use uuid::Uuid;
 use super::names::{parse_label_name, parse_version, ModelName};
 use super::DomainError;
 use crate::auth;
-use crate::store::{DeploymentRecord, DeviceRecord, EnrollmentTokenRecord, Store, StoreError};
+use crate::store::{
+    DeploymentRecord, DeviceRecord, EnrollmentTokenRecord, RolloutRecord, Store, StoreError,
+    VersionRecord,
+};
 
 /// Prefix of enrollment token secrets.
 pub const ENROLLMENT_PREFIX: &str = "fle_";
@@ -206,28 +209,22 @@ pub async fn deploy(
     if let Some(e) = &escalation {
         check_escalation(store, e).await?;
     }
-    let name = ModelName::parse(model)?;
-    let m = store
-        .get_model(name.as_str())
-        .await?
-        .ok_or_else(|| DomainError::not_found(format!("model `{name}` not found")))?;
-    let v = parse_version(version)?;
-    let record = store
-        .get_version(m.id, &v.to_string())
-        .await?
-        .ok_or_else(|| DomainError::not_found(format!("model `{name}` has no version {v}")))?;
+    let record = find_version(store, model, version).await?;
     if record.yanked_at.is_some() {
         return Err(DomainError::conflict(
             ErrorCode::Conflict,
-            format!("{name}@{v} is yanked and cannot be deployed"),
+            format!(
+                "{}@{} is yanked and cannot be deployed",
+                record.model_name, record.version
+            ),
         ));
     }
     let selector = parse_selector(selector)?;
     let deployment = DeploymentRecord {
         id: Uuid::new_v4(),
-        model_id: m.id,
-        model_name: m.name,
-        version: v.to_string(),
+        model_id: record.model_id,
+        model_name: record.model_name,
+        version: record.version,
         selector_text: selector_text(&selector),
         selector,
         created_by: who.to_owned(),
@@ -237,6 +234,24 @@ pub async fn deploy(
     };
     let created = store.upsert_deployment(&deployment).await?;
     Ok((deployment, created))
+}
+
+/// A version of a model by name, or 404 naming what is missing.
+pub async fn find_version(
+    store: &dyn Store,
+    model: &str,
+    version: &str,
+) -> Result<VersionRecord, DomainError> {
+    let name = ModelName::parse(model)?;
+    let m = store
+        .get_model(name.as_str())
+        .await?
+        .ok_or_else(|| DomainError::not_found(format!("model `{name}` not found")))?;
+    let v = parse_version(version)?;
+    store
+        .get_version(m.id, &v.to_string())
+        .await?
+        .ok_or_else(|| DomainError::not_found(format!("model `{name}` has no version {v}")))
 }
 
 /// Longest escalation timeout accepted: past this a device would rather answer itself.
@@ -302,11 +317,13 @@ pub fn applicable<'a>(
     chosen
 }
 
-/// The slots a device should run, sorted by model.
+/// The slots a device should run, sorted by model: its deployments, then the open rollouts
+/// whose current cohort holds it ([`super::rollouts::overlay`]).
 pub async fn desired_slots(
     store: &dyn Store,
     device: &DeviceRecord,
     deployments: &[DeploymentRecord],
+    rollouts: &[(RolloutRecord, VersionRecord)],
 ) -> Result<Vec<ModelSlot>, DomainError> {
     let mut slots = Vec::new();
     for (model, d) in applicable(deployments, &device.labels) {
@@ -324,6 +341,7 @@ pub async fn desired_slots(
             shadow: None,
         });
     }
+    super::rollouts::overlay(&mut slots, device, rollouts);
     Ok(slots)
 }
 
@@ -337,8 +355,9 @@ pub async fn desired_state(
 ) -> Result<(SignedDesiredState, u64), DomainError> {
     let mut device = device.clone();
     let deployments = store.list_deployments().await?;
+    let rollouts = super::rollouts::open_with_versions(store).await?;
     for _attempt in 0..5 {
-        let slots = desired_slots(store, &device, &deployments).await?;
+        let slots = desired_slots(store, &device, &deployments, &rollouts).await?;
         let hash = hex::encode(Sha256::digest(
             serde_json::to_vec(&slots).unwrap_or_default(),
         ));

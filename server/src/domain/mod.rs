@@ -2,9 +2,11 @@
 //! routes map [`DomainError`] to responses.
 
 pub mod fleet;
+pub mod health_history;
 pub mod names;
 pub mod placement;
 pub mod registry;
+pub mod rollouts;
 
 use flotilla_protocol::ErrorCode;
 

@@ -42,7 +42,7 @@ struct Acc {
 
 /// Inference-weighted mean of percentiles: a device that served more counts more.
 #[derive(Default)]
-struct Weighted {
+pub(crate) struct Weighted {
     weight: u64,
     p50: f64,
     p95: f64,
@@ -50,7 +50,7 @@ struct Weighted {
 }
 
 impl Weighted {
-    fn add(&mut self, l: &LatencyMs, weight: u64) {
+    pub(crate) fn add(&mut self, l: &LatencyMs, weight: u64) {
         let w = weight as f64;
         self.weight += weight;
         self.p50 += l.p50 * w;
@@ -58,7 +58,7 @@ impl Weighted {
         self.p99 += l.p99 * w;
     }
 
-    fn mean(&self) -> Option<LatencyMs> {
+    pub(crate) fn mean(&self) -> Option<LatencyMs> {
         (self.weight > 0).then(|| {
             let w = self.weight as f64;
             LatencyMs {
@@ -70,7 +70,7 @@ impl Weighted {
     }
 }
 
-fn ratio(part: u64, whole: u64) -> f64 {
+pub(crate) fn ratio(part: u64, whole: u64) -> f64 {
     if whole == 0 {
         0.0
     } else {

@@ -208,12 +208,16 @@ pub async fn report(
         .record(NewReport {
             device_id: caller.id,
             report_seq: report.report_seq,
-            at: Utc::now(),
+            // The rollouts' clock: gates compare receive times with stage openings.
+            at: state.rollouts.now(),
             report: raw,
             applied_sequence: report.applied_sequence,
             slot_status,
             health,
         })
         .await?;
+    if accepted {
+        state.rollouts.nudge();
+    }
     Ok(HttpResponse::Ok().json(json!({"accepted": accepted})))
 }

@@ -20,6 +20,8 @@ pub struct AuditParams {
     before: Option<i64>,
     /// Only this actor (token name or `anonymous`).
     actor: Option<String>,
+    /// `true` leaves out what devices did (their reports), keeping what people and tools did.
+    exclude_devices: Option<bool>,
 }
 
 /// Reads the audit log, newest first.
@@ -48,6 +50,7 @@ pub async fn list_audit(
         .list_audit(&AuditQuery {
             before_id: params.before,
             actor: params.actor.clone(),
+            exclude_devices: params.exclude_devices.unwrap_or(false),
             limit,
         })
         .await?;

@@ -3,9 +3,9 @@
 use actix_web::{delete, get, post, put, web, HttpRequest, HttpResponse};
 use chrono::Utc;
 use flotilla_protocol::devices::{
-    CreateEnrollmentTokenRequest, CreatedEnrollmentToken, DeployRequest, DeploymentInfo,
-    DeploymentList, DeviceInfo, DeviceList, EnrollmentTokenInfo, EnrollmentTokenList,
-    SetLabelsRequest,
+    CohortHealth, CreateEnrollmentTokenRequest, CreatedEnrollmentToken, DeployRequest,
+    DeploymentInfo, DeploymentList, DeviceHealthHistory, DeviceInfo, DeviceList,
+    EnrollmentTokenInfo, EnrollmentTokenList, SetLabelsRequest,
 };
 use flotilla_protocol::placement::PlacementReport;
 use serde::Deserialize;
@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use crate::auth::{audit_detail, Permission, Principal};
 use crate::domain::names::ModelName;
-use crate::domain::{fleet, placement as placement_data, DomainError};
+use crate::domain::{fleet, health_history, placement as placement_data, DomainError};
 use crate::error::ApiError;
 use crate::routes::rfc3339;
 use crate::startup::AppState;
@@ -155,14 +155,7 @@ pub async fn list_devices(
 ) -> Result<web::Json<DeviceList>, ApiError> {
     principal.require(Permission::Read)?;
     let selector = fleet::parse_selector(filter.selector.as_deref().unwrap_or(""))?;
-    if let Some(s) = &filter.status {
-        if !["active", "pending", "revoked"].contains(&s.as_str()) {
-            return Err(ApiError::bad_request(
-                flotilla_protocol::ErrorCode::InvalidQuery,
-                "status must be active, pending or revoked",
-            ));
-        }
-    }
+    check_status(filter.status.as_deref())?;
     let deployments = state.store.list_deployments().await?;
     let devices = state
         .store
@@ -174,6 +167,16 @@ pub async fn list_devices(
         .map(|d| device_info(d, &deployments))
         .collect();
     Ok(web::Json(DeviceList { devices }))
+}
+
+fn check_status(status: Option<&str>) -> Result<(), ApiError> {
+    match status {
+        None | Some("active" | "pending" | "revoked") => Ok(()),
+        Some(_) => Err(ApiError::bad_request(
+            flotilla_protocol::ErrorCode::InvalidQuery,
+            "status must be active, pending or revoked",
+        )),
+    }
 }
 
 /// One device.
@@ -193,6 +196,122 @@ pub async fn get_device(
     let device = fleet::device(state.store.as_ref(), &path).await?;
     let deployments = state.store.list_deployments().await?;
     Ok(web::Json(device_info(&device, &deployments)))
+}
+
+/// How many reports the device history returns at most.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryQuery {
+    /// Latest reports to include (1–1000, default 500).
+    limit: Option<u32>,
+}
+
+/// A device's health over time: one point per model version per report it sent, oldest first.
+#[utoipa::path(
+    tag = "devices",
+    params(("id" = String, Path, description = "device id"), HistoryQuery),
+    responses((status = 200, body = DeviceHealthHistory), (status = 404, body = flotilla_protocol::ApiErrorBody)),
+    security(("bearer" = []))
+)]
+#[get("/devices/{id}/health")]
+pub async fn device_health(
+    principal: Principal,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    query: web::Query<HistoryQuery>,
+) -> Result<web::Json<DeviceHealthHistory>, ApiError> {
+    principal.require(Permission::Read)?;
+    let device = fleet::device(state.store.as_ref(), &path).await?;
+    let limit = query.limit.unwrap_or(500).clamp(1, 1000);
+    let reports = state.store.list_reports(device.id, limit).await?;
+    Ok(web::Json(DeviceHealthHistory {
+        device_id: device.id.to_string(),
+        points: health_history::device_points(&reports),
+    }))
+}
+
+/// Which devices, models and time range a cohort's health covers.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct CohortQuery {
+    /// Label selector, `key=value[,key=value...]`; empty means every device.
+    selector: Option<String>,
+    /// `active`, `pending` or `revoked`.
+    status: Option<String>,
+    /// Only this model.
+    model: Option<String>,
+    /// How far back, seconds (60–604800, default 3600).
+    since_secs: Option<u64>,
+    /// Bucket width, seconds (at least 10 and since_secs / 1000, default 60).
+    bucket_secs: Option<u64>,
+}
+
+/// Reports scanned at most for one cohort answer, newest first.
+const COHORT_REPORT_LIMIT: u32 = 50_000;
+
+/// How a cohort (the devices matching a selector and status) behaved over time: their health
+/// windows summed per time bucket, model and version.
+#[utoipa::path(
+    tag = "devices",
+    params(CohortQuery),
+    responses((status = 200, body = CohortHealth), (status = 400, body = flotilla_protocol::ApiErrorBody)),
+    security(("bearer" = []))
+)]
+#[get("/cohort-health")]
+pub async fn cohort_health(
+    principal: Principal,
+    state: web::Data<AppState>,
+    query: web::Query<CohortQuery>,
+) -> Result<web::Json<CohortHealth>, ApiError> {
+    principal.require(Permission::Read)?;
+    let selector = fleet::parse_selector(query.selector.as_deref().unwrap_or(""))?;
+    check_status(query.status.as_deref())?;
+    let invalid = |m: &str| ApiError::bad_request(flotilla_protocol::ErrorCode::InvalidQuery, m);
+    let since_secs = query.since_secs.unwrap_or(3600);
+    if !(60..=7 * 24 * 3600).contains(&since_secs) {
+        return Err(invalid("since_secs must be between 60 and 604800"));
+    }
+    let bucket_secs = query.bucket_secs.unwrap_or(60);
+    if bucket_secs < 10 || since_secs / bucket_secs > 1000 {
+        return Err(invalid(
+            "bucket_secs must be at least 10 and make at most 1000 buckets",
+        ));
+    }
+    let model = query
+        .model
+        .as_deref()
+        .map(ModelName::parse)
+        .transpose()?
+        .map(|m| m.to_string());
+    let members: std::collections::HashSet<Uuid> = state
+        .store
+        .list_devices()
+        .await?
+        .iter()
+        .filter(|d| fleet::matches(&selector, &d.labels))
+        .filter(|d| query.status.as_ref().is_none_or(|s| &d.status == s))
+        .map(|d| d.id)
+        .collect();
+    let now = Utc::now();
+    let since = now - chrono::Duration::seconds(i64::try_from(since_secs).unwrap_or(3600));
+    let reports = state.store.recent_reports(COHORT_REPORT_LIMIT).await?;
+    let truncated = reports.len() == COHORT_REPORT_LIMIT as usize
+        && reports.last().is_some_and(|(_, at, _)| *at > since);
+    Ok(web::Json(CohortHealth {
+        selector: fleet::selector_text(&selector),
+        status: query.status.clone(),
+        model: model.clone(),
+        devices: members.len() as u64,
+        bucket_secs,
+        points: health_history::cohort_points(
+            &reports,
+            &members,
+            model.as_deref(),
+            since,
+            bucket_secs,
+        ),
+        truncated,
+    }))
 }
 
 /// Replaces a device's labels (operator or admin); its desired state follows at once.

@@ -4,11 +4,13 @@
 pub mod agent;
 pub mod artifacts;
 pub mod audit;
+pub mod dashboard;
 pub mod devices;
 pub mod health;
 pub mod inference;
 pub mod keys;
 pub mod models;
+pub mod rollouts;
 pub mod tokens;
 
 use chrono::{DateTime, SecondsFormat, Utc};

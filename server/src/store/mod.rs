@@ -5,10 +5,12 @@
 //! it can do. The conformance suite in `tests/api/store.rs` runs every operation on both.
 
 mod postgres;
+mod rollouts;
 mod shared;
 mod sqlite;
 
 pub use postgres::PostgresStore;
+pub use rollouts::{PolicyRecord, RolloutEventRecord, RolloutRecord, WebhookRecord};
 pub use sqlite::SqliteStore;
 
 use async_trait::async_trait;
@@ -197,6 +199,8 @@ pub struct AuditQuery {
     pub before_id: Option<i64>,
     /// Only this actor.
     pub actor: Option<String>,
+    /// Leave out what devices did (their reports, by actors named `device:...`).
+    pub exclude_devices: bool,
     /// At most this many (1..=1000).
     pub limit: u32,
 }
@@ -528,12 +532,80 @@ pub trait Store: Send + Sync + 'static {
         limit: u32,
     ) -> Result<Vec<(DateTime<Utc>, serde_json::Value)>, StoreError>;
 
+    /// The latest reports of every device, newest first: `(device id, received at, report)`.
+    async fn recent_reports(
+        &self,
+        limit: u32,
+    ) -> Result<Vec<(Uuid, DateTime<Utc>, serde_json::Value)>, StoreError>;
+
     /// Creates or updates the deployment of `model_id` for `selector_text`; true when created.
     async fn upsert_deployment(&self, d: &DeploymentRecord) -> Result<bool, StoreError>;
     /// All deployments.
     async fn list_deployments(&self) -> Result<Vec<DeploymentRecord>, StoreError>;
     /// Deletes a deployment.
     async fn delete_deployment(&self, id: Uuid) -> Result<(), StoreError>;
+
+    /// In one transaction: stores a new rollout and its first event.
+    async fn insert_rollout(
+        &self,
+        r: &RolloutRecord,
+        event: &RolloutEventRecord,
+    ) -> Result<(), StoreError>;
+    /// All rollouts, newest first.
+    async fn list_rollouts(&self) -> Result<Vec<RolloutRecord>, StoreError>;
+    /// Rollouts that still hold devices (running, waiting for approval, paused), oldest first.
+    async fn list_open_rollouts(&self) -> Result<Vec<RolloutRecord>, StoreError>;
+    /// A rollout by id.
+    async fn get_rollout(&self, id: Uuid) -> Result<Option<RolloutRecord>, StoreError>;
+    /// In one transaction: writes `r` if the stored revision is still `expected_revision`,
+    /// appends `event`, and (when a rollout completes) writes each of `baseline` as its
+    /// selector's deployment (an existing one keeps its escalation policy). False when another
+    /// writer changed the rollout first.
+    async fn transition_rollout(
+        &self,
+        r: &RolloutRecord,
+        expected_revision: i64,
+        event: &RolloutEventRecord,
+        baseline: &[DeploymentRecord],
+    ) -> Result<bool, StoreError>;
+    /// A rollout's events oldest first, or (without an id) the latest events of all, newest first.
+    async fn list_rollout_events(
+        &self,
+        rollout_id: Option<Uuid>,
+        limit: u32,
+    ) -> Result<Vec<RolloutEventRecord>, StoreError>;
+    /// Saves a policy under its name; true when created.
+    async fn put_rollout_policy(&self, p: &PolicyRecord) -> Result<bool, StoreError>;
+    /// A saved policy.
+    async fn get_rollout_policy(&self, name: &str) -> Result<Option<PolicyRecord>, StoreError>;
+    /// All saved policies by name.
+    async fn list_rollout_policies(&self) -> Result<Vec<PolicyRecord>, StoreError>;
+    /// Deletes a saved policy.
+    async fn delete_rollout_policy(&self, name: &str) -> Result<(), StoreError>;
+    /// Registers a webhook.
+    async fn insert_webhook(&self, w: &WebhookRecord) -> Result<(), StoreError>;
+    /// All webhooks.
+    async fn list_webhooks(&self) -> Result<Vec<WebhookRecord>, StoreError>;
+    /// Deletes a webhook.
+    async fn delete_webhook(&self, id: Uuid) -> Result<(), StoreError>;
+    /// Every report received since `since`, oldest first, with its device and receive time.
+    async fn reports_since(
+        &self,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<(Uuid, DateTime<Utc>, serde_json::Value)>, StoreError>;
+
+    /// Whether this replica holds (or just took) the rollout engine's leadership. On Postgres a
+    /// session advisory lock on a dedicated connection: it is released when the process or its
+    /// connection dies, and another replica takes it on its next try. SQLite is one node: always.
+    async fn try_lead(&self) -> Result<bool, StoreError>;
+    /// Tells every replica that desired states may have changed (Postgres `NOTIFY`).
+    async fn notify_fleet_change(&self) -> Result<(), StoreError>;
+    /// Calls `on_change` whenever any replica notifies a fleet change, until the process ends
+    /// (Postgres `LISTEN`, reconnecting on its own). A no-op on SQLite.
+    async fn listen_fleet_changes(
+        &self,
+        on_change: Box<dyn Fn() + Send + Sync>,
+    ) -> Result<(), StoreError>;
 }
 
 /// Connects to the database named by `url`, or to SQLite under `data_dir` when there is none,

@@ -306,13 +306,19 @@ impl From<DeploymentRow> for DeploymentRecord {
     }
 }
 
+/// Inserts a deployment; binds id, model_id, version, selector, selector_text, created_by,
+/// created_at, updated_at, escalation (a completed rollout writes one in its transaction too).
+pub(crate) const INSERT_DEPLOYMENT: &str = "INSERT INTO deployments (id, model_id, version, \
+     selector, selector_text, created_by, created_at, updated_at, escalation) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+
 /// Expands the shared queries as free functions over `sqlx::Pool<$db>`.
 macro_rules! shared_queries {
     ($db:ty) => {
         use crate::store::shared::{
             AuditRow, DeploymentRow, DeviceRow, EnrollmentTokenRow, KeyRow, ModelRow, TokenRow,
             VersionRow, AUDIT_COLUMNS, DEPLOYMENT_SELECT, DEVICE_COLUMNS, ET_COLUMNS, KEY_COLUMNS,
-            MODEL_COLUMNS, TOKEN_COLUMNS, VERSION_SELECT,
+            MODEL_COLUMNS, TOKEN_COLUMNS, VERSION_SELECT, INSERT_DEPLOYMENT,
         };
         use crate::store::{
             AuditEntry, AuditQuery, DeploymentRecord, DeviceRecord, EnrollmentTokenRecord,
@@ -453,12 +459,14 @@ macro_rules! shared_queries {
             let sql = format!(
                 "SELECT {AUDIT_COLUMNS} FROM audit_log \
                  WHERE ($1 IS NULL OR id < $1) AND ($2 IS NULL OR actor = $2) \
+                 AND ($4 IS NULL OR actor NOT LIKE $4) \
                  ORDER BY id DESC LIMIT $3"
             );
             let rows = sqlx::query_as::<_, AuditRow>(&sql)
                 .bind(q.before_id)
                 .bind(q.actor.as_deref())
                 .bind(i64::from(q.limit.clamp(1, 1000)))
+                .bind(q.exclude_devices.then_some("device:%"))
                 .fetch_all(pool)
                 .await
                 .map_err(|e| StoreError::from_sqlx("audit record", e))?;
@@ -1021,6 +1029,22 @@ macro_rules! shared_queries {
             Ok(rows.into_iter().map(|(t, j)| (t, j.0)).collect())
         }
 
+        pub(crate) async fn recent_reports(
+            pool: &Pool,
+            limit: u32,
+        ) -> Result<Vec<(Uuid, DateTime<Utc>, serde_json::Value)>, StoreError> {
+            // Newest first by the primary key, so the work is bounded by `limit` however long
+            // the history is; callers drop what is older than they need.
+            let rows: Vec<(Uuid, DateTime<Utc>, Json<serde_json::Value>)> = sqlx::query_as(
+                "SELECT device_id, received_at, report FROM device_reports ORDER BY id DESC LIMIT $1",
+            )
+            .bind(i64::from(limit.clamp(1, 100_000)))
+            .fetch_all(pool)
+            .await
+            .map_err(db_err("report"))?;
+            Ok(rows.into_iter().map(|(d, t, j)| (d, t, j.0)).collect())
+        }
+
         pub(crate) async fn upsert_deployment(pool: &Pool, d: &DeploymentRecord) -> Result<bool, StoreError> {
             let updated = sqlx::query(
                 "UPDATE deployments SET version = $3, created_by = $4, updated_at = $5, escalation = $6 \
@@ -1038,10 +1062,7 @@ macro_rules! shared_queries {
             if updated.rows_affected() > 0 {
                 return Ok(false);
             }
-            sqlx::query(
-                "INSERT INTO deployments (id, model_id, version, selector, selector_text, created_by, created_at, updated_at, escalation) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-            )
+            sqlx::query(INSERT_DEPLOYMENT)
             .bind(d.id)
             .bind(d.model_id)
             .bind(&d.version)
@@ -1203,6 +1224,9 @@ macro_rules! impl_store {
             async fn list_reports(&self, id: Uuid, limit: u32) -> Result<Vec<(DateTime<Utc>, serde_json::Value)>, StoreError> {
                 q::list_reports(&self.pool, id, limit).await
             }
+            async fn recent_reports(&self, limit: u32) -> Result<Vec<(Uuid, DateTime<Utc>, serde_json::Value)>, StoreError> {
+                q::recent_reports(&self.pool, limit).await
+            }
             async fn upsert_deployment(&self, d: &crate::store::DeploymentRecord) -> Result<bool, StoreError> {
                 q::upsert_deployment(&self.pool, d).await
             }
@@ -1211,6 +1235,77 @@ macro_rules! impl_store {
             }
             async fn delete_deployment(&self, id: Uuid) -> Result<(), StoreError> {
                 q::delete_deployment(&self.pool, id).await
+            }
+            // Rollouts: the functions `rollout_queries!` made in module `rq`.
+            async fn insert_rollout(
+                &self,
+                r: &crate::store::RolloutRecord,
+                event: &crate::store::RolloutEventRecord,
+            ) -> Result<(), StoreError> {
+                rq::insert_rollout(&self.pool, r, event).await
+            }
+            async fn list_rollouts(&self) -> Result<Vec<crate::store::RolloutRecord>, StoreError> {
+                rq::list_rollouts(&self.pool).await
+            }
+            async fn list_open_rollouts(&self) -> Result<Vec<crate::store::RolloutRecord>, StoreError> {
+                rq::list_open_rollouts(&self.pool).await
+            }
+            async fn get_rollout(
+                &self,
+                id: Uuid,
+            ) -> Result<Option<crate::store::RolloutRecord>, StoreError> {
+                rq::get_rollout(&self.pool, id).await
+            }
+            async fn transition_rollout(
+                &self,
+                r: &crate::store::RolloutRecord,
+                expected_revision: i64,
+                event: &crate::store::RolloutEventRecord,
+                baseline: &[crate::store::DeploymentRecord],
+            ) -> Result<bool, StoreError> {
+                rq::transition_rollout(&self.pool, r, expected_revision, event, baseline).await
+            }
+            async fn list_rollout_events(
+                &self,
+                rollout_id: Option<Uuid>,
+                limit: u32,
+            ) -> Result<Vec<crate::store::RolloutEventRecord>, StoreError> {
+                rq::list_rollout_events(&self.pool, rollout_id, limit).await
+            }
+            async fn put_rollout_policy(
+                &self,
+                p: &crate::store::PolicyRecord,
+            ) -> Result<bool, StoreError> {
+                rq::put_rollout_policy(&self.pool, p).await
+            }
+            async fn get_rollout_policy(
+                &self,
+                name: &str,
+            ) -> Result<Option<crate::store::PolicyRecord>, StoreError> {
+                rq::get_rollout_policy(&self.pool, name).await
+            }
+            async fn list_rollout_policies(
+                &self,
+            ) -> Result<Vec<crate::store::PolicyRecord>, StoreError> {
+                rq::list_rollout_policies(&self.pool).await
+            }
+            async fn delete_rollout_policy(&self, name: &str) -> Result<(), StoreError> {
+                rq::delete_rollout_policy(&self.pool, name).await
+            }
+            async fn insert_webhook(&self, w: &crate::store::WebhookRecord) -> Result<(), StoreError> {
+                rq::insert_webhook(&self.pool, w).await
+            }
+            async fn list_webhooks(&self) -> Result<Vec<crate::store::WebhookRecord>, StoreError> {
+                rq::list_webhooks(&self.pool).await
+            }
+            async fn delete_webhook(&self, id: Uuid) -> Result<(), StoreError> {
+                rq::delete_webhook(&self.pool, id).await
+            }
+            async fn reports_since(
+                &self,
+                since: DateTime<Utc>,
+            ) -> Result<Vec<(Uuid, DateTime<Utc>, serde_json::Value)>, StoreError> {
+                rq::reports_since(&self.pool, since).await
             }
             $($extra)*
         }

@@ -14,6 +14,10 @@ mod q {
     super::shared_queries!(sqlx::Sqlite);
 }
 
+mod rq {
+    crate::store::rollouts::rollout_queries!(sqlx::Sqlite);
+}
+
 /// Metadata in a SQLite database file.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
@@ -63,5 +67,21 @@ impl_store!(SqliteStore, super::Backend::Sqlite, {
         contacts: &[(uuid::Uuid, chrono::DateTime<chrono::Utc>)],
     ) -> Result<(), StoreError> {
         q::touch_devices(&self.pool, contacts).await
+    }
+
+    // One node owns the database file: it always leads, and has no other replica to tell.
+    async fn try_lead(&self) -> Result<bool, StoreError> {
+        Ok(true)
+    }
+
+    async fn notify_fleet_change(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn listen_fleet_changes(
+        &self,
+        _on_change: Box<dyn Fn() + Send + Sync>,
+    ) -> Result<(), StoreError> {
+        Ok(())
     }
 });

@@ -760,6 +760,95 @@ async fn placement_compares_versions_per_device_class() {
     assert_error(res, 400, "invalid_query").await;
 }
 
+#[tokio::test]
+async fn health_history_per_device_and_per_cohort() {
+    let app = spawn_app(Db::Sqlite).await;
+    app.with_fraud_versions().await;
+    let report = |seq: u64, version: &str, n: u64, errors: u64, p95: f64| {
+        json!({
+            "report_seq": seq, "created_at": now(), "applied_sequence": 1, "slots": [],
+            "health": {"start": now() - 60, "end": now() - 60 + seq, "memory_rss_bytes": 1000,
+                       "models": [{"model": "fraud", "version": version, "inference_count": n,
+                                   "error_count": errors,
+                                   "latency_ms": {"p50": p95 / 2.0, "p95": p95, "p99": p95}}]},
+        })
+    };
+    let pi = app.enroll(json!({"class": "pi"})).await;
+    let jetson = app.enroll(json!({"class": "jetson"})).await;
+    for (device, seq, version, n, errors, p95) in [
+        (&pi, 1, "1.0.0", 100, 0, 4.0),
+        (&pi, 2, "1.1.0", 100, 10, 8.0),
+        (&jetson, 1, "1.1.0", 300, 0, 2.0),
+    ] {
+        let res = app
+            .client
+            .post(app.url("/api/v1/agent/report"))
+            .bearer_auth(&device.credential)
+            .json(&report(seq, version, n, errors, p95))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+    }
+
+    let h = app
+        .get_json(&format!("/api/v1/devices/{}/health", pi.id))
+        .await;
+    assert_eq!(h["device_id"], pi.id.as_str());
+    let points = h["points"].as_array().unwrap();
+    assert_eq!(points.len(), 2, "{h}");
+    assert_eq!(points[0]["version"], "1.0.0", "oldest first");
+    assert_eq!(points[1]["error_count"], 10);
+    assert_eq!(points[1]["latency_ms"]["p95"], 8.0);
+    assert_eq!(points[1]["memory_rss_bytes"], 1000);
+
+    // Every device, one bucket wide enough to hold every report.
+    let c = app
+        .get_json("/api/v1/cohort-health?model=fraud&since_secs=600&bucket_secs=600")
+        .await;
+    assert_eq!(c["devices"], 2);
+    assert_eq!(c["truncated"], false);
+    let points = c["points"].as_array().unwrap();
+    let v110: Vec<&Value> = points.iter().filter(|p| p["version"] == "1.1.0").collect();
+    let inferences: u64 = v110
+        .iter()
+        .map(|p| p["inference_count"].as_u64().unwrap())
+        .sum();
+    assert_eq!(inferences, 400, "{c}");
+    // A cohort by label sees only its devices.
+    let c = app
+        .get_json("/api/v1/cohort-health?selector=class%3Djetson&status=active")
+        .await;
+    assert_eq!(c["selector"], "class=jetson");
+    assert_eq!(c["devices"], 1);
+    let points = c["points"].as_array().unwrap();
+    assert!(!points.is_empty());
+    assert!(points.iter().all(|p| p["version"] == "1.1.0"), "{c}");
+
+    for bad in [
+        "/api/v1/cohort-health?since_secs=10",
+        "/api/v1/cohort-health?since_secs=86400&bucket_secs=10",
+        "/api/v1/cohort-health?status=lost",
+    ] {
+        let res = app
+            .client
+            .get(app.url(bad))
+            .bearer_auth(&app.admin_token)
+            .send()
+            .await
+            .unwrap();
+        assert_error(res, 400, "invalid_query").await;
+    }
+    let res = app
+        .client
+        .get(app.url(&format!("/api/v1/devices/{}/health", uuid::Uuid::new_v4())))
+        .bearer_auth(&app.admin_token)
+        .send()
+        .await
+        .unwrap();
+    assert_error(res, 404, "not_found").await;
+}
+
 /// Unchanged polls are answered from the check-in cache; deleting the device must still refuse
 /// its very next poll, held or not.
 #[tokio::test]

@@ -1,6 +1,7 @@
 //! `spawn_app`: the real server on port 0 with a fresh database per test, on either backend.
 
 use flotilla_server::config::Settings;
+use flotilla_server::rollout_engine::{ManualClock, RolloutEngine};
 use flotilla_server::startup::Application;
 use flotilla_server::store::Store;
 use secrecy::SecretString;
@@ -51,6 +52,7 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub store: Arc<dyn Store>,
     pub blobs: flotilla_server::blob::BlobStore,
+    pub engine: Arc<RolloutEngine>,
     pub data_dir: TempDir,
 }
 
@@ -70,6 +72,20 @@ pub async fn spawn_app(db: Db) -> TestApp {
 }
 
 pub async fn spawn_app_with(db: Db, tweak: impl FnOnce(&mut Settings)) -> TestApp {
+    spawn_app_inner(db, tweak, None).await
+}
+
+/// The app with the rollouts' clock set by the test and the engine's own loop off: the test runs
+/// engine passes with `app.engine.tick()`.
+pub async fn spawn_app_with_clock(db: Db, clock: Arc<ManualClock>) -> TestApp {
+    spawn_app_inner(db, |s| s.rollout_tick_ms = 0, Some(clock)).await
+}
+
+async fn spawn_app_inner(
+    db: Db,
+    tweak: impl FnOnce(&mut Settings),
+    clock: Option<Arc<ManualClock>>,
+) -> TestApp {
     flotilla_server::telemetry::init_for_tests();
     let data_dir = tempfile::tempdir().expect("tempdir");
     let url = match db {
@@ -79,7 +95,27 @@ pub async fn spawn_app_with(db: Db, tweak: impl FnOnce(&mut Settings)) -> TestAp
     let mut settings = test_settings(url, &data_dir);
     tweak(&mut settings);
     let configured = settings.bootstrap_token.clone();
-    let app = Application::build(settings).await.expect("build app");
+    let app = match clock {
+        None => Application::build(settings).await.expect("build app"),
+        Some(clock) => {
+            let store = flotilla_server::store::connect(
+                settings.database_url.as_ref(),
+                &settings.data_dir,
+                settings.db_max_connections,
+            )
+            .await
+            .expect("store");
+            let blobs = flotilla_server::blob::BlobStore::open(
+                settings.blob_url.as_deref(),
+                &settings.data_dir,
+                &settings.s3,
+            )
+            .expect("blobs");
+            Application::build_with_clock(settings, store, blobs, clock)
+                .await
+                .expect("build app")
+        }
+    };
     let address = format!("{}://127.0.0.1:{}", app.scheme(), app.port());
     let admin_token = match app.bootstrap_secret() {
         Some(s) => s.to_owned(),
@@ -90,6 +126,7 @@ pub async fn spawn_app_with(db: Db, tweak: impl FnOnce(&mut Settings)) -> TestAp
     };
     let store = app.store();
     let blobs = app.blobs();
+    let engine = app.rollout_engine();
     tokio::spawn(app.run_until_stopped());
     TestApp {
         address,
@@ -100,6 +137,7 @@ pub async fn spawn_app_with(db: Db, tweak: impl FnOnce(&mut Settings)) -> TestAp
             .expect("client"),
         store,
         blobs,
+        engine,
         data_dir,
     }
 }

@@ -4,6 +4,8 @@
 mod helpers;
 
 mod blob;
+mod caching;
+mod dashboard;
 mod errors;
 mod fleet;
 mod health;
@@ -11,6 +13,7 @@ mod inference;
 mod openapi;
 mod registry;
 mod registry_upstream;
+mod rollouts;
 mod store;
 mod tls;
 mod tokens;

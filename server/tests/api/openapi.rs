@@ -16,11 +16,12 @@ fn declared_routes() -> Vec<(String, String)> {
                 let prefix = format!("#[{method}(\"");
                 if let Some(rest) = line.strip_prefix(&prefix) {
                     let path = rest.split('"').next().unwrap();
-                    // Health, metrics and the inference API are served at the top level;
-                    // everything else is under the /api/v1 scope.
-                    let top_level = ["/healthz", "/readyz", "/metrics", "/v2"]
-                        .iter()
-                        .any(|p| path == *p || path.starts_with(&format!("{p}/")));
+                    // The dashboard, health, metrics and the inference API are served at
+                    // the top level; everything else is under the /api/v1 scope.
+                    let top_level = path == "/"
+                        || ["/assets", "/healthz", "/readyz", "/metrics", "/v2"]
+                            .iter()
+                            .any(|p| path == *p || path.starts_with(&format!("{p}/")));
                     let full = if top_level {
                         path.to_owned()
                     } else {

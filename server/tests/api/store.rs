@@ -229,6 +229,19 @@ async fn audit_filters_by_actor(s: Arc<dyn Store>) {
     assert_eq!(bob.len(), 1);
     assert_eq!(bob[0].actor, "bob");
     assert_eq!(bob[0].outcome, "denied");
+    s.append_audit(&audit("device:gw-1", 200)).await.unwrap();
+    let people = s
+        .list_audit(&AuditQuery {
+            limit: 10,
+            exclude_devices: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        people.iter().map(|e| e.actor.as_str()).collect::<Vec<_>>(),
+        ["bob", "alice"]
+    );
 }
 
 async fn enrolled_device(s: &dyn Store, token_hash: &str, name: &str) -> DeviceRecord {
