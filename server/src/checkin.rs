@@ -1,8 +1,10 @@
 //! What makes an unchanged check-in nearly free: agents poll their desired state every few
 //! seconds, and almost every poll finds nothing changed. Two in-memory caches let such a poll be
-//! answered without a database round trip, and contact times are written in batches.
+//! answered without a database round trip, and contact times are written in batches. A third
+//! holds what every device's state is computed from (the [`FleetView`]), so a poll that does
+//! need its state reads only its own device row.
 //!
-//! Both caches are keyed to the **fleet generation**, the value of `AppState::fleet_changes`,
+//! All three caches are keyed to the **fleet generation**, the value of `AppState::fleet_changes`,
 //! which is bumped after every change that can alter a device's desired state or its right to
 //! call (deploys, label and status changes, revocation, deletion; with several replicas, the
 //! changes the others announce through Postgres `LISTEN/NOTIFY` too). An entry made at an
@@ -13,10 +15,12 @@
 
 use chrono::{DateTime, Utc};
 use std::collections::HashMap;
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
+use crate::domain::fleet::FleetView;
+use crate::domain::DomainError;
 use crate::store::Store;
 
 /// How long a cached credential is trusted without a change signal.
@@ -46,9 +50,16 @@ impl<T: Clone> Entry<T> {
     }
 }
 
-/// The credential and `ETag` caches.
+/// How long the fleet view (deployments, versions, open rollouts) is used without a change
+/// signal: short, since it is cheap to reload once for all devices.
+const VIEW_MAX_AGE: Duration = Duration::from_secs(60);
+
+/// The credential, `ETag` and fleet-view caches.
 #[derive(Default)]
 pub struct CheckinCache {
+    /// What every device's desired state is computed from, loaded once per generation. Its
+    /// lock is held while loading, so a deploy that wakes thousands of polls loads it once.
+    view: tokio::sync::Mutex<Option<Entry<Arc<FleetView>>>>,
     /// Hash of an active device's credential → the device.
     credentials: RwLock<HashMap<String, Entry<CachedDevice>>>,
     /// Device → the `ETag` of the desired state last issued to it.
@@ -58,6 +69,29 @@ pub struct CheckinCache {
 }
 
 impl CheckinCache {
+    /// The fleet view as of `generation` or later: cached, or read from `store` (and cached)
+    /// if the cached one is older, expired or missing.
+    pub async fn fleet_view(
+        &self,
+        store: &dyn Store,
+        generation: u64,
+    ) -> Result<Arc<FleetView>, DomainError> {
+        let mut view = self.view.lock().await;
+        // A view loaded at a later generation is newer than this caller needs: also good.
+        if let Some(e) = view.as_ref() {
+            if e.generation >= generation && e.at.elapsed() < VIEW_MAX_AGE {
+                return Ok(e.value.clone());
+            }
+        }
+        let loaded = Arc::new(FleetView::load(store).await?);
+        *view = Some(Entry {
+            value: loaded.clone(),
+            generation,
+            at: Instant::now(),
+        });
+        Ok(loaded)
+    }
+
     /// The active device whose credential hashes to `hash`, if cached at `generation`.
     pub fn device(&self, hash: &str, generation: u64) -> Option<CachedDevice> {
         read(&self.credentials)
@@ -193,5 +227,22 @@ mod tests {
         assert_eq!(read(&cache.credentials).len(), 1);
         assert_eq!(read(&cache.etags).len(), 0);
         assert_eq!(cache.device("b", 2), Some(b));
+    }
+
+    #[tokio::test]
+    async fn the_fleet_view_is_loaded_once_per_generation() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::SqliteStore::open(&dir.path().join("db"), 1)
+            .await
+            .unwrap();
+        let cache = CheckinCache::default();
+        let first = cache.fleet_view(&store, 5).await.unwrap();
+        let again = cache.fleet_view(&store, 5).await.unwrap();
+        assert!(Arc::ptr_eq(&first, &again), "same generation: loaded once");
+        // A caller that read an older generation is served the newer view.
+        let older = cache.fleet_view(&store, 4).await.unwrap();
+        assert!(Arc::ptr_eq(&first, &older));
+        let next = cache.fleet_view(&store, 6).await.unwrap();
+        assert!(!Arc::ptr_eq(&first, &next), "a change reloads it");
     }
 }

@@ -9,7 +9,7 @@ use flotilla_protocol::devices::CreateEnrollmentTokenRequest;
 use flotilla_protocol::signing::SigningKey;
 use flotilla_protocol::ErrorCode;
 use sha2::{Digest, Sha256};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use uuid::Uuid;
 
 use super::names::{parse_label_name, parse_version, ModelName};
@@ -317,32 +317,65 @@ pub fn applicable<'a>(
     chosen
 }
 
-/// The slots a device should run, sorted by model: its deployments, then the open rollouts
-/// whose current cohort holds it ([`super::rollouts::overlay`]).
-pub async fn desired_slots(
-    store: &dyn Store,
-    device: &DeviceRecord,
-    deployments: &[DeploymentRecord],
-    rollouts: &[(RolloutRecord, VersionRecord)],
-) -> Result<Vec<ModelSlot>, DomainError> {
-    let mut slots = Vec::new();
-    for (model, d) in applicable(deployments, &device.labels) {
-        let Some(v) = store.get_version(d.model_id, &d.version).await? else {
-            continue;
-        };
-        slots.push(ModelSlot {
-            model: model.to_owned(),
-            version: v.version,
-            url: flotilla_protocol::routes::artifact(&v.artifact_sha256),
-            sha256: v.artifact_sha256,
-            size: v.artifact_size,
-            bundles: v.bundles,
-            escalation: d.escalation.clone(),
-            shadow: None,
-        });
+/// Everything besides the device itself that its desired state is computed from: the
+/// deployments, the versions they name and the open rollouts with their target versions.
+///
+/// It changes only when the fleet generation does (deploys and rollout transitions bump it;
+/// versions are immutable but for yanking, which leaves running devices alone), so the check-in
+/// path loads it once per generation and shares it between devices
+/// ([`crate::checkin::CheckinCache::fleet_view`]).
+#[derive(Debug, Clone, Default)]
+pub struct FleetView {
+    deployments: Vec<DeploymentRecord>,
+    /// The version each deployment names, by (model id, version).
+    versions: HashMap<(Uuid, String), VersionRecord>,
+    rollouts: Vec<(RolloutRecord, VersionRecord)>,
+}
+
+impl FleetView {
+    /// Reads the view from the store.
+    pub async fn load(store: &dyn Store) -> Result<FleetView, DomainError> {
+        let deployments = store.list_deployments().await?;
+        let mut versions = HashMap::new();
+        for d in &deployments {
+            let key = (d.model_id, d.version.clone());
+            if versions.contains_key(&key) {
+                continue;
+            }
+            if let Some(v) = store.get_version(d.model_id, &d.version).await? {
+                versions.insert(key, v);
+            }
+        }
+        let rollouts = super::rollouts::open_with_versions(store).await?;
+        Ok(FleetView {
+            deployments,
+            versions,
+            rollouts,
+        })
     }
-    super::rollouts::overlay(&mut slots, device, rollouts);
-    Ok(slots)
+
+    /// The slots a device should run, sorted by model: its deployments, then the open rollouts
+    /// whose current cohort holds it ([`super::rollouts::overlay`]).
+    pub fn slots(&self, device: &DeviceRecord) -> Vec<ModelSlot> {
+        let mut slots = Vec::new();
+        for (model, d) in applicable(&self.deployments, &device.labels) {
+            let Some(v) = self.versions.get(&(d.model_id, d.version.clone())) else {
+                continue;
+            };
+            slots.push(ModelSlot {
+                model: model.to_owned(),
+                version: v.version.clone(),
+                url: flotilla_protocol::routes::artifact(&v.artifact_sha256),
+                sha256: v.artifact_sha256.clone(),
+                size: v.artifact_size,
+                bundles: v.bundles.clone(),
+                escalation: d.escalation.clone(),
+                shadow: None,
+            });
+        }
+        super::rollouts::overlay(&mut slots, device, &self.rollouts);
+        slots
+    }
 }
 
 /// The device's current signed desired state: the stored one if nothing changed and it is
@@ -350,14 +383,13 @@ pub async fn desired_slots(
 pub async fn desired_state(
     store: &dyn Store,
     key: &SigningKey,
+    view: &FleetView,
     device: &DeviceRecord,
     now: DateTime<Utc>,
 ) -> Result<(SignedDesiredState, u64), DomainError> {
     let mut device = device.clone();
-    let deployments = store.list_deployments().await?;
-    let rollouts = super::rollouts::open_with_versions(store).await?;
     for _attempt in 0..5 {
-        let slots = desired_slots(store, &device, &deployments, &rollouts).await?;
+        let slots = view.slots(&device);
         let hash = hex::encode(Sha256::digest(
             serde_json::to_vec(&slots).unwrap_or_default(),
         ));

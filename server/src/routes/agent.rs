@@ -128,9 +128,18 @@ pub async fn desired_state(
                 Some(device) => device,
                 None => active_device(&state, caller.id).await?,
             };
-            let (envelope, sequence) =
-                fleet::desired_state(state.store.as_ref(), &state.server_key, &device, Utc::now())
-                    .await?;
+            let view = state
+                .checkin
+                .fleet_view(state.store.as_ref(), generation)
+                .await?;
+            let (envelope, sequence) = fleet::desired_state(
+                state.store.as_ref(),
+                &state.server_key,
+                &view,
+                &device,
+                Utc::now(),
+            )
+            .await?;
             let etag = format!("\"{sequence}\"");
             state.checkin.remember_etag(caller.id, &etag, generation);
             if known.as_deref() != Some(etag.as_str()) {
@@ -142,12 +151,14 @@ pub async fn desired_state(
             }
             etag
         };
-        let changed = tokio::select! {
-            r = changes.changed() => r.is_ok(),
-            _ = tokio::time::sleep_until(deadline) => false,
-            // Shutting down: answer "unchanged" now; the agent polls again elsewhere or later.
-            _ = stopping.wait_for(|s| *s) => false,
-        };
+        // Not held (`wait=0`): answer now, without arming a timer and change watches.
+        let changed = !wait.is_zero()
+            && tokio::select! {
+                r = changes.changed() => r.is_ok(),
+                _ = tokio::time::sleep_until(deadline) => false,
+                // Shutting down: answer "unchanged" now; the agent polls again elsewhere or later.
+                _ = stopping.wait_for(|s| *s) => false,
+            };
         if !changed {
             return Ok(HttpResponse::NotModified()
                 .insert_header((header::ETAG, etag))
