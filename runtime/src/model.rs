@@ -5,9 +5,10 @@ use std::collections::HashMap;
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
+use std::sync::Arc;
 use tract_onnx::prelude::{
-    DatumType, Framework, InferenceModelExt, TDim, TValue, TVec, TractResult, TypedFact,
-    TypedModel, TypedSimplePlan,
+    DatumType, Framework, InferenceModelExt, IntoRunnable, TDim, TValue, TVec, TractResult,
+    TypedFact, TypedRunnableModel,
 };
 
 use crate::error::RuntimeError;
@@ -42,7 +43,7 @@ enum DeclaredDim {
 /// `Model` is `Send + Sync`: share it behind an `Arc` and call [`Model::run`] from as many
 /// threads as needed; each run has its own scratch state.
 pub struct Model {
-    plan: TypedSimplePlan<TypedModel>,
+    plan: Arc<TypedRunnableModel>,
     signature: ModelSignature,
     input_dims: Vec<Vec<DeclaredDim>>,
     output_dims: Vec<Vec<DeclaredDim>>,
@@ -483,6 +484,7 @@ fn to_engine(t: &Tensor) -> TractResult<tract_onnx::prelude::Tensor> {
 }
 
 fn from_engine(value: &tract_onnx::prelude::Tensor, datatype: DataType) -> TractResult<TensorData> {
+    let value = value.try_as_plain_ram()?;
     Ok(match datatype {
         DataType::Bool => TensorData::Bool(value.as_slice::<bool>()?.to_vec()),
         DataType::Uint8 => TensorData::U8(value.as_slice::<u8>()?.to_vec()),
