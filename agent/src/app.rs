@@ -61,11 +61,9 @@ pub fn health_source(api: LocalApi, escalations: EscalationStats, clock: Clock) 
                 ModelHealth {
                     inference_count: m.inferences,
                     error_count: m.errors + m.non_finite,
-                    latency_ms: m.latency_ms.map_or(LatencyMs::default(), |l| LatencyMs {
-                        p50: l.p50,
-                        p95: l.p95,
-                        p99: l.p99,
-                    }),
+                    latency_ms: m
+                        .latency_ms
+                        .map_or(LatencyMs::default(), crate::wire_latency),
                     escalations: e.as_ref().map_or(0, |e| e.escalations),
                     escalation_fallbacks: e.as_ref().map_or(0, |e| e.fallbacks),
                     escalation_latency_ms: e.and_then(|e| e.latency_ms),

@@ -213,14 +213,7 @@ impl EscalationStats {
         std::mem::take(&mut *map)
             .into_iter()
             .map(|(key, c)| {
-                let latency_ms = c.latency_us.filter(|h| !h.is_empty()).map(|h| {
-                    let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
-                    LatencyMs {
-                        p50: ms(0.50),
-                        p95: ms(0.95),
-                        p99: ms(0.99),
-                    }
-                });
+                let latency_ms = c.latency_us.as_ref().and_then(crate::report_latency);
                 (
                     key,
                     EscalationWindow {

@@ -9,7 +9,7 @@
 //! ([`compare`]) and the outcome counted per (model, active version, candidate version), for the
 //! health window and for `/metrics`.
 
-use flotilla_protocol::agent::{LatencyMs, ShadowHealth};
+use flotilla_protocol::agent::ShadowHealth;
 use flotilla_runtime::{Model, Tensor, TensorData};
 use hdrhistogram::Histogram;
 use std::collections::BTreeMap;
@@ -333,14 +333,7 @@ impl ShadowStats {
         std::mem::take(&mut self.figures().window)
             .into_iter()
             .map(|(key, c)| {
-                let latency_ms = c.latency_micros.filter(|h| !h.is_empty()).map(|h| {
-                    let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
-                    LatencyMs {
-                        p50: ms(0.50),
-                        p95: ms(0.95),
-                        p99: ms(0.99),
-                    }
-                });
+                let latency_ms = c.latency_micros.as_ref().and_then(crate::report_latency);
                 (
                     key,
                     ShadowHealth {

@@ -115,7 +115,9 @@ impl Stats {
     }
 }
 
-fn latency_ms(histogram: &Histogram<u64>) -> Option<LatencyMs> {
+/// The quantiles and maximum, in milliseconds, of latencies recorded in microseconds; `None`
+/// for an empty histogram. The agent's reports (runs, escalations, shadow runs) all use it.
+pub fn latency_ms(histogram: &Histogram<u64>) -> Option<LatencyMs> {
     if histogram.is_empty() {
         return None;
     }

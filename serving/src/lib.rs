@@ -24,7 +24,9 @@ pub use api::{
     endpoint, method_not_allowed, routes, OipService, ServiceOptions, DEFAULT_BODY_LIMIT,
 };
 pub use error::{ErrorStyle, OipError};
-pub use health::{HealthRecorder, HealthWindow, LatencyMs, ModelHealth, ModelTotals, Outcome};
+pub use health::{
+    latency_ms, HealthRecorder, HealthWindow, LatencyMs, ModelHealth, ModelTotals, Outcome,
+};
 pub use oip::{parse_data, SERVED_BY_EDGE, SERVED_BY_EDGE_FALLBACK, SERVED_BY_SERVER};
 pub use pool::{InferencePool, PoolConfig, PoolError};
 pub use source::{Escalation, LoadedModel, ModelSource};
