@@ -72,7 +72,7 @@ enum Bench {
     Upload,
     /// Agent footprint, inference against onnxruntime, hot swaps under load.
     Edge,
-    /// Simulated fleet converging on a new version after a deploy.
+    /// Simulated fleet converging on each stage of a rollout as it opens.
     Convergence,
 }
 

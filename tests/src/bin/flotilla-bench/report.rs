@@ -5,9 +5,17 @@ use std::process::Command;
 
 use crate::Sizes;
 
+/// One table, with sentences under it.
+struct Section {
+    title: String,
+    columns: Vec<String>,
+    rows: Vec<Vec<String>>,
+    notes: Vec<String>,
+}
+
 pub struct Report {
     header: String,
-    sections: Vec<(String, Vec<String>, Vec<Vec<String>>)>,
+    sections: Vec<Section>,
 }
 
 fn command_output(cmd: &str, args: &[&str]) -> String {
@@ -63,18 +71,27 @@ impl Report {
     /// Starts a table.
     pub fn section(&mut self, title: &str, columns: &[&str]) {
         println!("\n## {title}\n{}", columns.join(" | "));
-        self.sections.push((
-            title.to_owned(),
-            columns.iter().map(|c| (*c).to_owned()).collect(),
-            Vec::new(),
-        ));
+        self.sections.push(Section {
+            title: title.to_owned(),
+            columns: columns.iter().map(|c| (*c).to_owned()).collect(),
+            rows: Vec::new(),
+            notes: Vec::new(),
+        });
     }
 
     /// Adds a row to the current table.
     pub fn row(&mut self, cells: Vec<String>) {
         println!("{}", cells.join(" | "));
-        if let Some((_, _, rows)) = self.sections.last_mut() {
-            rows.push(cells);
+        if let Some(section) = self.sections.last_mut() {
+            section.rows.push(cells);
+        }
+    }
+
+    /// Adds a sentence under the current table.
+    pub fn note(&mut self, text: &str) {
+        println!("{text}");
+        if let Some(section) = self.sections.last_mut() {
+            section.notes.push(text.to_owned());
         }
     }
 
@@ -83,12 +100,21 @@ impl Report {
         for line in self.header.lines() {
             let _ = writeln!(out, "- {line}");
         }
-        for (title, columns, rows) in &self.sections {
+        for Section {
+            title,
+            columns,
+            rows,
+            notes,
+        } in &self.sections
+        {
             let _ = writeln!(out, "\n### {title}\n");
             let _ = writeln!(out, "| {} |", columns.join(" | "));
             let _ = writeln!(out, "|{}", "---|".repeat(columns.len()));
             for r in rows {
                 let _ = writeln!(out, "| {} |", r.join(" | "));
+            }
+            for n in notes {
+                let _ = writeln!(out, "\n{n}");
             }
         }
         out
