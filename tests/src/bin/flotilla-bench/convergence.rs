@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
 use crate::checkin::PostgresDb;
-use crate::report::{ratio, thousands, Report};
+use crate::report::{mib, ratio, thousands, Report};
 use crate::Sizes;
 
 const POLL_INTERVAL_SECS: u64 = 30;
@@ -57,6 +57,7 @@ pub async fn run(sizes: &Sizes, postgres: &str, report: &mut Report) -> anyhow::
         .await?;
     // Let every device settle into a held long-poll.
     tokio::time::sleep(Duration::from_secs(2)).await;
+    let (holding, _) = server.memory();
 
     // Stage 1 opens when the rollout is created; its long bake keeps it open until promoted.
     let policy = json!({
@@ -125,10 +126,14 @@ pub async fn run(sizes: &Sizes, postgres: &str, report: &mut Report) -> anyhow::
             ratio(reported.as_secs_f64() / poll),
         ]);
     }
+    let (_, peak) = server.memory();
     report.note(&format!(
-        "Start → all {} devices reporting 1.0.0: {:.1} s. Request errors (retried): {errors}.",
+        "Start → all {} devices reporting 1.0.0: {:.1} s. Request errors (retried): {errors}. \
+         Server RSS with every device holding a long-poll: {}; peak over the run: {}.",
         thousands(n as f64),
-        first.as_secs_f64()
+        first.as_secs_f64(),
+        mib(holding),
+        mib(peak)
     ));
     drop(server);
     drop(db);
