@@ -243,34 +243,14 @@ async fn a_shadow_stage_reports_agreement_and_stops_a_disagreeing_candidate() {
         {"percent": 100, "bake_secs": 0}]});
 
     // A candidate that disagrees with 1.0.0 runs beside it, is measured, and is stopped.
-    let r = fleet
-        .call(
-            "POST",
-            "/api/v1/rollouts",
-            json!({"model": "fraud", "version": "2.0.0", "selector": "site=a", "policy": policy}),
-            201,
-        )
-        .await;
-    let id = r["id"].as_str().unwrap().to_owned();
-    let done = wait_state(
-        &fleet,
-        &id,
-        &["completed", "rolled_back", "paused"],
-        Duration::from_secs(120),
-    )
-    .await;
+    let done = run_rollout(&fleet, "2.0.0", &policy).await;
     assert_eq!(done["state"], "rolled_back", "{done:#}");
     let last = done["history"].as_array().unwrap().last().unwrap();
-    let gate = last["numbers"]["gates"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|g| g["gate"] == "min_shadow_agreement")
-        .unwrap();
-    let agreement = gate["value"].as_f64().unwrap();
+    let agreement_gate = gate(last, "min_shadow_agreement");
+    let agreement = agreement_gate["value"].as_f64().unwrap();
     assert!(
         agreement < 0.5,
-        "2.0.0 disagrees with 1.0.0 on most inputs: {gate}"
+        "2.0.0 disagrees with 1.0.0 on most inputs: {agreement_gate}"
     );
     assert_eq!(last["numbers"]["devices"]["reporting"], 4, "{last:#}");
     // It never answered a request: every answer of the whole run came from 1.0.0.
@@ -283,35 +263,45 @@ async fn a_shadow_stage_reports_agreement_and_stops_a_disagreeing_candidate() {
     assert!(answered["1.0.0"] > 100, "{answered:?}");
 
     // A candidate that agrees passes its shadow stage and then goes live.
-    let r = fleet
-        .call(
-            "POST",
-            "/api/v1/rollouts",
-            json!({"model": "fraud", "version": "1.1.0", "selector": "site=a", "policy": policy}),
-            201,
-        )
-        .await;
-    let id = r["id"].as_str().unwrap().to_owned();
-    let done = wait_state(
-        &fleet,
-        &id,
-        &["completed", "rolled_back", "paused"],
-        Duration::from_secs(120),
-    )
-    .await;
+    let done = run_rollout(&fleet, "1.1.0", &policy).await;
     assert_eq!(done["state"], "completed", "{done:#}");
-    let passed = &done["history"][1];
-    let gate = passed["numbers"]["gates"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|g| g["gate"] == "min_shadow_agreement")
-        .unwrap();
+    let gate = gate(&done["history"][1], "min_shadow_agreement");
     assert!(
         gate["value"].as_f64().unwrap() >= 0.85,
         "1.1.0 agrees on most rows: {gate}"
     );
     assert!(serving(&agents).await.iter().all(|v| v == "1.1.0"));
+}
+
+/// Creates a rollout of `fraud` `version` to `site=a` and waits until it completes, is rolled
+/// back or pauses; returns the rollout as `GET /api/v1/rollouts/{id}` shows it then.
+async fn run_rollout(fleet: &Fleet, version: &str, policy: &Value) -> Value {
+    let r = fleet
+        .call(
+            "POST",
+            "/api/v1/rollouts",
+            json!({"model": "fraud", "version": version, "selector": "site=a", "policy": policy}),
+            201,
+        )
+        .await;
+    let id = r["id"].as_str().unwrap().to_owned();
+    wait_state(
+        fleet,
+        &id,
+        &["completed", "rolled_back", "paused"],
+        Duration::from_secs(120),
+    )
+    .await
+}
+
+/// The gate named `name` among the numbers a transition recorded.
+fn gate<'a>(transition: &'a Value, name: &str) -> &'a Value {
+    transition["numbers"]["gates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["gate"] == name)
+        .unwrap_or_else(|| panic!("no gate {name} in {transition:#}"))
 }
 
 /// A server replica on a shared Postgres database, logging its leadership changes.

@@ -181,6 +181,17 @@ fn three_stages(gates: Value) -> Value {
     })
 }
 
+/// The gate named `name` in a list of gate figures (a rollout's or a transition's).
+fn gate(gates: &Value, name: &str) -> Value {
+    gates
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["gate"] == name)
+        .unwrap_or_else(|| panic!("no gate {name} in {gates:#}"))
+        .clone()
+}
+
 both_backends!(
     a_rollout_advances_stage_by_stage_to_completion,
     a_rollout_advances_stage_by_stage_to_completion_on
@@ -208,13 +219,7 @@ async fn a_rollout_advances_stage_by_stage_to_completion_on(db: Db) {
         assert_eq!(f.running("1.1.0").await, expected, "stage {stage}");
         // Before the candidate has answered anything, its behaviour gates wait.
         let before = f.show(&id).await;
-        let error_gate = before["gates"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|g| g["gate"] == "max_error_rate")
-            .unwrap()
-            .clone();
+        let error_gate = gate(&before["gates"], "max_error_rate");
         let waits = if stage == 0 && expected == 0 {
             "pass"
         } else {
@@ -265,12 +270,7 @@ async fn a_rollout_advances_stage_by_stage_to_completion_on(db: Db) {
     // (Stage 1 may hold nobody; stage 2 holds about half the devices.)
     let advanced = &shown["history"][2];
     assert_eq!(advanced["actor"], "engine");
-    let error_gate = advanced["numbers"]["gates"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|g| g["gate"] == "max_error_rate")
-        .unwrap();
+    let error_gate = gate(&advanced["numbers"]["gates"], "max_error_rate");
     assert_eq!(error_gate["value"], 0.0);
     assert_eq!(error_gate["status"], "pass");
     assert!(advanced["numbers"]["devices"]["active"].as_u64().unwrap() > 0);
