@@ -240,8 +240,8 @@ impl BlobStore {
     /// Copies `body` into `writer` and hashes it. The hash runs on a thread of its own, fed
     /// the same chunks (reference-counted, not copied) through a short queue, so receiving the
     /// body, hashing it and writing it proceed on different cores instead of taking turns on
-    /// the request's worker. (One thread was 0.36 of `openssl dgst -sha256`'s speed on 1 GiB;
-    /// docs/benchmarks.md.)
+    /// the request's worker (1 GiB: 0.52–0.57 of `openssl dgst -sha256`'s speed hashing on the
+    /// worker, 0.75–0.79 on a thread; docs/benchmarks.md).
     async fn copy_hashing<S, E>(
         mut body: S,
         writer: &mut WriteMultipart,

@@ -324,11 +324,11 @@ pub fn applicable<'a>(
 /// versions are immutable but for yanking, which leaves running devices alone), so the check-in
 /// path loads it once per generation and shares it between devices
 /// ([`crate::checkin::CheckinCache::fleet_view`]).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug)]
 pub struct FleetView {
     deployments: Vec<DeploymentRecord>,
-    /// The version each deployment names, by (model id, version).
-    versions: HashMap<(Uuid, String), VersionRecord>,
+    /// The version each deployment names, by deployment id.
+    versions: HashMap<Uuid, VersionRecord>,
     rollouts: Vec<(RolloutRecord, VersionRecord)>,
 }
 
@@ -338,12 +338,8 @@ impl FleetView {
         let deployments = store.list_deployments().await?;
         let mut versions = HashMap::new();
         for d in &deployments {
-            let key = (d.model_id, d.version.clone());
-            if versions.contains_key(&key) {
-                continue;
-            }
             if let Some(v) = store.get_version(d.model_id, &d.version).await? {
-                versions.insert(key, v);
+                versions.insert(d.id, v);
             }
         }
         let rollouts = super::rollouts::open_with_versions(store).await?;
@@ -359,7 +355,7 @@ impl FleetView {
     pub fn slots(&self, device: &DeviceRecord) -> Vec<ModelSlot> {
         let mut slots = Vec::new();
         for (model, d) in applicable(&self.deployments, &device.labels) {
-            let Some(v) = self.versions.get(&(d.model_id, d.version.clone())) else {
+            let Some(v) = self.versions.get(&d.id) else {
                 continue;
             };
             slots.push(ModelSlot {
