@@ -14,7 +14,8 @@ use crate::sync::updater::{
 };
 use crate::sync::ModelSink;
 use flotilla_protocol::agent::{
-    EnrollRequest, EscalationPolicy, HardwareProfile, HealthWindow, LatencyMs, ModelHealth,
+    DesiredStateHealth, EnrollRequest, EscalationPolicy, HardwareProfile, HealthWindow, LatencyMs,
+    ModelHealth,
 };
 use flotilla_runtime::Model;
 use std::sync::Arc;
@@ -35,6 +36,9 @@ impl ModelSink for ApiSink {
     }
     fn set_shadow(&self, name: &str, shadow: Option<ShadowModel>) {
         self.0.registry().set_shadow(name, shadow);
+    }
+    fn set_desired_state_health(&self, health: &DesiredStateHealth) {
+        self.0.registry().set_desired_state_health(health);
     }
 }
 
@@ -170,7 +174,13 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let api = LocalApi::new(&config);
     let escalator = Escalator::new(&args.server, &identity.credential)?;
     let escalations = escalator.stats().clone();
-    api.registry().set_escalator(escalator);
+    // With no escalator the registry answers every request locally: its inputs never leave
+    // the device, whatever policy a desired state carries.
+    if args.no_escalation {
+        tracing::info!("escalation is off on this device: every answer is local");
+    } else {
+        api.registry().set_escalator(escalator);
+    }
     let listener = std::net::TcpListener::bind(args.listen)
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
     let server = inference::serve(listener, api.clone())?;

@@ -46,8 +46,8 @@ pub struct AgentArgs {
     /// Longest a desired-state long-poll is held, seconds.
     #[arg(long, env = "FLOTILLA_POLL_WAIT", default_value_t = 30)]
     pub poll_wait_secs: u64,
-    /// Slowest accepted download, bytes per second.
-    #[arg(long, env = "FLOTILLA_MIN_DOWNLOAD_RATE", default_value_t = 64 * 1024)]
+    /// Slowest accepted download, bytes per second, judged over each minute of a transfer.
+    #[arg(long, env = "FLOTILLA_MIN_DOWNLOAD_RATE", default_value_t = 1024)]
     pub min_download_bytes_per_sec: u64,
     /// Inference worker threads (0 = one per core).
     #[arg(long, env = "FLOTILLA_WORKERS", default_value_t = 0)]
@@ -55,6 +55,10 @@ pub struct AgentArgs {
     /// Log as JSON lines.
     #[arg(long)]
     pub log_json: bool,
+    /// Never send an input to the server, whatever escalation policy the server signs: local
+    /// answers only (the privacy reason to run on the edge).
+    #[arg(long, env = "FLOTILLA_NO_ESCALATION")]
+    pub no_escalation: bool,
 }
 
 fn parse_label(s: &str) -> Result<(String, String), String> {

@@ -18,6 +18,11 @@ use std::time::{Duration, Instant};
 /// value below the threshold. An output that is missing or not floating point never escalates
 /// (the policy was validated against names, not against this model's types).
 pub fn needs_server(policy: &EscalationPolicy, outputs: &[Tensor]) -> bool {
+    // A confidence lies in [0, 1]: a threshold above it would send every input out (and take
+    // the server's word for every answer) whatever the model says. Such a policy is ignored.
+    if !(0.0..=1.0).contains(&policy.threshold) {
+        return false;
+    }
     let Some(out) = outputs.iter().find(|t| t.name == policy.output) else {
         return false;
     };
@@ -38,6 +43,72 @@ pub fn needs_server(policy: &EscalationPolicy, outputs: &[Tensor]) -> bool {
     })
 }
 
+/// Longest wait for an escalated answer, whatever the policy says (the server refuses longer
+/// policies): a request is never held longer than this for the server.
+pub const MAX_ESCALATION_TIMEOUT_MS: u64 = 60_000;
+/// Largest escalated answer read; a longer one is not an answer to this request.
+pub const MAX_ESCALATION_ANSWER_BYTES: usize = 16 << 20;
+
+/// Checks a server's answer against the local one: every output it returns must be one the
+/// local model produced, with the same datatype and shape and finite numbers. Anything else
+/// (another model's answer, junk, NaN) is not returned in place of the signed model's answer.
+pub fn answer_fits(answer: &Value, local: &[Tensor]) -> Result<(), String> {
+    let outputs = answer
+        .get("outputs")
+        .and_then(Value::as_array)
+        .filter(|o| !o.is_empty())
+        .ok_or("the answer has no outputs")?;
+    for out in outputs {
+        let name = out
+            .get("name")
+            .and_then(Value::as_str)
+            .ok_or("an output has no name")?;
+        let mine = local
+            .iter()
+            .find(|t| t.name == name)
+            .ok_or_else(|| format!("output `{name}` is not one the model declares"))?;
+        let datatype = out.get("datatype").and_then(Value::as_str);
+        if datatype != Some(mine.datatype().name()) {
+            return Err(format!(
+                "output `{name}` is {datatype:?}, the model's is {}",
+                mine.datatype().name()
+            ));
+        }
+        let shape: Option<Vec<usize>> = out.get("shape").and_then(Value::as_array).and_then(|d| {
+            d.iter()
+                .map(|x| x.as_u64().and_then(|n| usize::try_from(n).ok()))
+                .collect()
+        });
+        if shape.as_deref() != Some(mine.shape.as_slice()) {
+            return Err(format!(
+                "output `{name}` has shape {shape:?}, the model's is {:?}",
+                mine.shape
+            ));
+        }
+        let mut count = 0usize;
+        let mut finite = true;
+        flatten(out.get("data").unwrap_or(&Value::Null), &mut |v| {
+            count += 1;
+            finite &= v.as_f64().is_some_and(f64::is_finite) || v.is_boolean();
+        });
+        if !finite || count != mine.data.len() {
+            return Err(format!(
+                "output `{name}` holds {count} values (finite: {finite}), its shape needs {}",
+                mine.data.len()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Calls `f` on each leaf of a (possibly nested) JSON array; a non-array is one leaf.
+fn flatten(v: &Value, f: &mut impl FnMut(&Value)) {
+    match v {
+        Value::Array(items) => items.iter().for_each(|i| flatten(i, f)),
+        leaf => f(leaf),
+    }
+}
+
 /// Why an escalation produced no usable answer.
 #[derive(Debug, thiserror::Error)]
 pub enum EscalationError {
@@ -50,6 +121,9 @@ pub enum EscalationError {
     /// The server answered with an error.
     #[error("the server refused: {0}")]
     Refused(String),
+    /// The server's answer does not fit the model's outputs.
+    #[error("the server's answer does not fit the model: {0}")]
+    Unfit(String),
 }
 
 /// Sends escalations to the server with the device credential.
@@ -95,6 +169,7 @@ impl Escalator {
         version: &str,
         policy: &EscalationPolicy,
         request: &Value,
+        local: &[Tensor],
     ) -> Result<Value, EscalationError> {
         let path = match &policy.server_version {
             Some(v) => format!("/v2/models/{}/versions/{v}/infer", policy.server_model),
@@ -102,7 +177,7 @@ impl Escalator {
         };
         let started = Instant::now();
         let call = async {
-            let response = self
+            let mut response = self
                 .http
                 .post(format!("{}{path}", self.server))
                 .bearer_auth(&self.credential)
@@ -111,9 +186,20 @@ impl Escalator {
                 .await
                 .map_err(|e| EscalationError::Unreachable(e.to_string()))?;
             let status = response.status();
-            let body: Value = response
-                .json()
+            let mut bytes = Vec::new();
+            while let Some(chunk) = response
+                .chunk()
                 .await
+                .map_err(|e| EscalationError::Unreachable(e.to_string()))?
+            {
+                if bytes.len() + chunk.len() > MAX_ESCALATION_ANSWER_BYTES {
+                    return Err(EscalationError::Refused(format!(
+                        "{status}: the answer is larger than {MAX_ESCALATION_ANSWER_BYTES} bytes"
+                    )));
+                }
+                bytes.extend_from_slice(&chunk);
+            }
+            let body: Value = serde_json::from_slice(&bytes)
                 .map_err(|e| EscalationError::Refused(format!("{status}: {e}")))?;
             if !status.is_success() {
                 return Err(EscalationError::Refused(format!(
@@ -121,13 +207,14 @@ impl Escalator {
                     body.get("error").unwrap_or(&body)
                 )));
             }
+            answer_fits(&body, local).map_err(EscalationError::Unfit)?;
             Ok(body)
         };
-        let result =
-            match tokio::time::timeout(Duration::from_millis(policy.timeout_ms), call).await {
-                Ok(r) => r,
-                Err(_) => Err(EscalationError::Timeout(policy.timeout_ms)),
-            };
+        let timeout_ms = policy.timeout_ms.min(MAX_ESCALATION_TIMEOUT_MS);
+        let result = match tokio::time::timeout(Duration::from_millis(timeout_ms), call).await {
+            Ok(r) => r,
+            Err(_) => Err(EscalationError::Timeout(timeout_ms)),
+        };
         self.stats
             .record(model, version, result.is_ok().then(|| started.elapsed()));
         result
@@ -271,13 +358,68 @@ mod tests {
         assert!(!needs_server(&other, &probs(&[[0.5, 0.5]])));
         let ints = vec![Tensor::new("probabilities", vec![1, 2], vec![0i64, 1])];
         assert!(!needs_server(&policy(0.8), &ints));
+        // No confidence is above 1: such a threshold would send every input out.
+        assert!(!needs_server(&policy(1e300), &probs(&[[0.5, 0.5]])));
+        assert!(!needs_server(&policy(f64::NAN), &probs(&[[0.5, 0.5]])));
+        assert!(needs_server(&policy(1.0), &probs(&[[0.5, 0.5]])));
+    }
+
+    #[test]
+    fn an_answer_must_fit_the_models_outputs() {
+        let local = probs(&[[0.4, 0.6]]);
+        let answer = |name: &str, datatype: &str, shape: Value, data: Value| serde_json::json!({"outputs": [{"name": name, "datatype": datatype, "shape": shape, "data": data}]});
+        let fits = |a: &Value| answer_fits(a, &local).is_ok();
+        assert!(fits(&answer(
+            "probabilities",
+            "FP32",
+            serde_json::json!([1, 2]),
+            serde_json::json!([0.9, 0.1])
+        )));
+        assert!(fits(&answer(
+            "probabilities",
+            "FP32",
+            serde_json::json!([1, 2]),
+            serde_json::json!([[0.9, 0.1]])
+        )));
+        assert!(!fits(&answer(
+            "other",
+            "FP32",
+            serde_json::json!([1, 2]),
+            serde_json::json!([0.9, 0.1])
+        )));
+        assert!(!fits(&answer(
+            "probabilities",
+            "INT64",
+            serde_json::json!([1, 2]),
+            serde_json::json!([1, 0])
+        )));
+        assert!(!fits(&answer(
+            "probabilities",
+            "FP32",
+            serde_json::json!([2, 1]),
+            serde_json::json!([0.9, 0.1])
+        )));
+        assert!(!fits(&answer(
+            "probabilities",
+            "FP32",
+            serde_json::json!([1, 2]),
+            serde_json::json!([0.9])
+        )));
+        assert!(!fits(&answer(
+            "probabilities",
+            "FP32",
+            serde_json::json!([1, 2]),
+            serde_json::json!([0.9, "NaN"])
+        )));
+        assert!(!fits(&serde_json::json!({"outputs": []})));
+        assert!(!fits(&serde_json::json!({"error": "x"})));
     }
 
     #[tokio::test]
     async fn an_unreachable_server_is_a_counted_fallback() {
         let e = Escalator::new("http://127.0.0.1:9", "fld_x").unwrap();
         let err = e
-            .ask("fraud", "1.0.0", &policy(0.8), &serde_json::json!({}))
+            .ask("fraud", "1.0.0", &policy(0.8), &serde_json::json!({}), &[])
             .await
             .unwrap_err();
         assert!(

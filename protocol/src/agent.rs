@@ -250,7 +250,20 @@ pub enum StateError {
     /// A slot is unusable (bad model name, bad digest).
     #[error("invalid slot: {0}")]
     InvalidSlot(String),
+    /// Its sequence jumps further ahead of the accepted one than any server moves in one step:
+    /// accepting it would let one signed state lock the device out of every later one.
+    #[error("desired state sequence {got} jumps more than {MAX_SEQUENCE_JUMP} past the accepted {accepted}")]
+    SequenceJump {
+        /// Sequence received.
+        got: u64,
+        /// Highest accepted.
+        accepted: u64,
+    },
 }
+
+/// How far one desired state's sequence may move past the highest accepted one. The server
+/// adds one per new state, so a device offline for years stays far below it.
+pub const MAX_SEQUENCE_JUMP: u64 = 1_000_000;
 
 impl StateError {
     /// Stable snake_case code.
@@ -263,6 +276,7 @@ impl StateError {
             StateError::Replayed { .. } => "replayed_desired_state",
             StateError::Expired(_) => "expired_desired_state",
             StateError::InvalidSlot(_) => "invalid_slot",
+            StateError::SequenceJump { .. } => "sequence_jump_refused",
         }
     }
 }
@@ -300,6 +314,12 @@ pub fn verify_desired_state(
     }
     if state.sequence < accepted_sequence {
         return Err(StateError::Replayed {
+            got: state.sequence,
+            accepted: accepted_sequence,
+        });
+    }
+    if state.sequence > accepted_sequence.saturating_add(MAX_SEQUENCE_JUMP) {
+        return Err(StateError::SequenceJump {
             got: state.sequence,
             accepted: accepted_sequence,
         });
@@ -486,6 +506,41 @@ pub struct AgentReport {
     /// Health since the previous report.
     #[serde(default)]
     pub health: Option<HealthWindow>,
+    /// How the device judges its desired state: a refusal, staleness.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub desired_state: Option<DesiredStateHealth>,
+}
+
+/// How a device judges its desired state, as its report says: the server learns of a state
+/// it refused (wrong key, expired, junk) and of a device serving past its state's expiry.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct DesiredStateHealth {
+    /// The last desired state refused since one was accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused: Option<StateRefusal>,
+    /// True when the last verified state is past its expiry, judged on the device's monotonic
+    /// clock from the newest `issued_at` seen (not its wall clock). The device keeps serving
+    /// its verified models.
+    #[serde(default)]
+    pub stale: bool,
+    /// Seconds since the device last verified a desired state (monotonic), if it has this run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub age_secs: Option<u64>,
+}
+
+/// A desired state the device refused.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct StateRefusal {
+    /// Stable code ([`StateError::code`]).
+    pub code: String,
+    /// Detail.
+    pub message: String,
+    /// How many states in a row were refused.
+    pub count: u64,
 }
 
 #[cfg(test)]
@@ -546,6 +601,14 @@ mod tests {
         assert_eq!(check(&env, "dev-2", 0, 1500), "wrong_device");
         assert_eq!(check(&env, "dev-1", 6, 1500), "replayed_desired_state");
         assert_eq!(check(&env, "dev-1", 0, 2000), "expired_desired_state");
+        let mut far = state();
+        far.sequence = u64::MAX;
+        assert_eq!(
+            check(&signed(&k, &far), "dev-1", 5, 1500),
+            "sequence_jump_refused"
+        );
+        far.sequence = 5 + MAX_SEQUENCE_JUMP;
+        verify_desired_state(&signed(&k, &far), &k.public_key(), "dev-1", 5, 1500).unwrap();
         assert_eq!(check(b"{}", "dev-1", 0, 1500), "malformed_desired_state");
         let mut evil = state();
         evil.slots[0].model = "../../etc/x".into();

@@ -137,12 +137,13 @@ impl<S: ModelSource> OipService<S> {
 
     /// `GET /v2/health/ready`. The protocol answers "false" with a 4xx.
     pub async fn ready(&self) -> HttpResponse {
-        self.answer(
-            self.source
-                .ready()
-                .await
-                .map(|()| HttpResponse::Ok().json(json!({ "ready": true }))),
-        )
+        self.answer(self.source.ready().await.map(|()| {
+            let mut body = json!({ "ready": true });
+            if let (Some(extra), Some(map)) = (self.source.ready_details(), body.as_object_mut()) {
+                map.insert("details".to_owned(), extra);
+            }
+            HttpResponse::Ok().json(body)
+        }))
     }
 
     /// `GET /v2/models/{name}[/versions/{version}]`.

@@ -88,6 +88,11 @@ pub trait ModelSource: Send + Sync + 'static {
     /// Whether the endpoint as a whole is ready (`/v2/health/ready`); `Err` (usually
     /// [`OipError::NotReady`]) says why not.
     fn ready(&self) -> impl Future<Output = Result<(), OipError>> + Send;
+
+    /// Extra facts for a ready answer (`/v2/health/ready`), such as a stale desired state.
+    fn ready_details(&self) -> Option<serde_json::Value> {
+        None
+    }
 }
 
 /// What [`ModelSource::escalate`] decided.

@@ -19,7 +19,20 @@ pub(crate) fn start_agent(
     port: u16,
     enroll: Option<&str>,
 ) -> Proc {
+    start_agent_with(fleet, dir, trust, port, enroll, &[])
+}
+
+/// [`start_agent`] with more flags.
+pub(crate) fn start_agent_with(
+    fleet: &Fleet,
+    dir: &Path,
+    trust: &Path,
+    port: u16,
+    enroll: Option<&str>,
+    flags: &[&str],
+) -> Proc {
     let mut cmd = Command::new(fresh_binary("flotilla-agent", "flotilla-agent"));
+    cmd.args(flags);
     cmd.args(["--server", &fleet.base])
         .arg("--state-dir")
         .arg(dir)

@@ -4,7 +4,7 @@
 use flotilla_agent::sync::client::{DownloadLimits, ServerClient};
 use flotilla_agent::sync::state_dir::StateDir;
 use flotilla_agent::sync::trust::Trust;
-use flotilla_agent::sync::updater::{system_clock, Updater};
+use flotilla_agent::sync::updater::{system_clock, Cycle, Updater};
 use flotilla_agent::sync::ModelSink;
 use flotilla_protocol::agent::{sign_desired_state, DesiredState, ModelSlot};
 use flotilla_protocol::signing::{SampleTensor, SigningKey};
@@ -383,4 +383,57 @@ async fn refuses_what_a_compromised_server_sends_and_keeps_serving() {
     // Through all of it, the verified model kept serving.
     assert_eq!(sink.version("fraud").as_deref(), Some("1.1.0"));
     assert_eq!(agent.state().installed["fraud"].version, "1.1.0");
+}
+
+#[tokio::test]
+async fn a_forged_sequence_jump_is_overtaken_by_the_server_and_the_device_recovers() {
+    let fleet = Fleet::start().await;
+    fleet.publish("fraud-1.0.0.onnx", "1.0.0", Some(1)).await;
+    fleet.publish("fraud-1.1.0.onnx", "1.1.0", Some(2)).await;
+    fleet.deploy("1.0.0").await;
+    let dir = tempfile::tempdir().unwrap();
+    let sink = Arc::new(MapSink::default());
+    let mut agent = fleet.agent(dir.path(), sink.clone()).await;
+    agent.cycle(Duration::from_secs(0)).await.unwrap();
+    assert_eq!(sink.version("fraud").as_deref(), Some("1.0.0"));
+    let device_id = fleet.call("GET", "/api/v1/devices", Value::Null, 200).await["devices"][0]
+        ["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // Someone holding the server key pushes the device's sequence far ahead (within the jump
+    // a device accepts): every state the real server signs is now a "replay" to it.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let forged = agent.state().accepted_sequence + 500_000;
+    let envelope = serde_json::to_vec(&sign_desired_state(
+        &fleet.server_key().await,
+        &DesiredState {
+            device_id,
+            sequence: forged,
+            issued_at: now,
+            expires_at: now + 3600,
+            slots: vec![],
+        },
+    ))
+    .unwrap();
+    agent.apply(&envelope).await.unwrap();
+    assert_eq!(agent.state().accepted_sequence, forged);
+
+    // The device refuses the server's next state and says so in its report; the server then
+    // signs above what the device applied, and the device takes states again.
+    fleet.deploy("1.1.0").await;
+    assert_eq!(
+        agent.cycle(Duration::from_secs(0)).await.unwrap(),
+        Cycle::StateRefused
+    );
+    assert_eq!(
+        agent.cycle(Duration::from_secs(0)).await.unwrap(),
+        Cycle::Done
+    );
+    assert_eq!(sink.version("fraud").as_deref(), Some("1.1.0"));
+    assert_eq!(agent.state().accepted_sequence, forged + 1);
 }

@@ -6,7 +6,7 @@ use flotilla_e2e::{expected_model, free_port, outputs_match};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
-use crate::agent_process::{start_agent, wait_serving, write_trust_root};
+use crate::agent_process::{start_agent, start_agent_with, wait_serving, write_trust_root};
 use crate::fleet::Fleet;
 
 /// Threshold between the sample rows' confidences under fraud 1.0.0 (none is within 0.01).
@@ -198,4 +198,75 @@ async fn only_unsure_inputs_reach_the_server_and_its_absence_costs_no_answer() {
     )
     .await;
     assert_eq!(fallbacks, expected_escalations as f64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_provisioned_without_escalation_never_sends_an_input() {
+    let fleet = Fleet::start().await;
+    fleet.publish("fraud-1.0.0.onnx", "1.0.0", Some(1)).await;
+    fleet.publish("fraud-1.1.0.onnx", "1.1.0", Some(2)).await;
+    // No confidence is above 1: the server refuses a policy that would escalate everything
+    // whatever the model says (agents ignore one, too).
+    let refused = fleet
+        .call(
+            "PUT",
+            "/api/v1/deployments",
+            json!({"model": "fraud", "version": "1.0.0", "selector": "site=a",
+                   "escalation": {"output": "probabilities", "threshold": 1e300,
+                                  "server_model": "fraud", "timeout_ms": 5000}}),
+            400,
+        )
+        .await;
+    assert_eq!(refused["error"]["code"], "invalid_argument", "{refused}");
+    // The server signs a policy that would send every input out (no row is that sure).
+    fleet
+        .call(
+            "PUT",
+            "/api/v1/deployments",
+            json!({"model": "fraud", "version": "1.0.0", "selector": "site=a",
+                   "escalation": {"output": "probabilities", "threshold": 1.0,
+                                  "server_model": "fraud", "server_version": "1.1.0",
+                                  "timeout_ms": 5000}}),
+            201,
+        )
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let trust = write_trust_root(&fleet, dir.path()).await;
+    let port = free_port();
+    let token = fleet.enrollment_token().await;
+    let _agent = start_agent_with(
+        &fleet,
+        &dir.path().join("state"),
+        &trust,
+        port,
+        Some(&token),
+        &["--no-escalation"],
+    );
+    let http = reqwest::Client::new();
+    wait_serving(&http, port, Duration::from_secs(60)).await;
+    let infer = format!("http://127.0.0.1:{port}/v2/models/fraud/infer");
+    for (request, local, _) in rows() {
+        let answer = infer_one(&http, &infer, &request).await;
+        assert_eq!(
+            answer["parameters"]["flotilla_served_by"], "edge",
+            "{answer}"
+        );
+        outputs_match(&local, &answer["outputs"]).unwrap();
+    }
+    let placement: Value = http
+        .get(format!("{}/api/v1/placement?model=fraud", fleet.base))
+        .bearer_auth(&fleet.admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let served = placement["server"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["version"] == "1.1.0")
+        .map_or(0, |r| r["inferences"].as_u64().unwrap());
+    assert_eq!(served, 0, "the server answered for the device: {placement}");
 }

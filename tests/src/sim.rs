@@ -529,6 +529,7 @@ fn build_report(shared: &Shared, state: &mut DeviceState) -> AgentReport {
             memory_rss_bytes: Some(12 << 20),
             cpu_percent: Some(rng.gen_range(1.0..5.0)),
         }),
+        desired_state: None,
     }
 }
 

@@ -5,8 +5,10 @@ use std::net::TcpListener;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 
-use actix_web::dev::Server;
-use actix_web::http::Method;
+use actix_web::body::MessageBody;
+use actix_web::dev::{Server, ServiceRequest, ServiceResponse};
+use actix_web::http::{header, Method};
+use actix_web::middleware::{from_fn, Next};
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use flotilla_serving::{
     endpoint, ErrorStyle, HealthRecorder, InferencePool, OipError, OipService, PoolConfig,
@@ -151,13 +153,71 @@ pub fn local_api(api: LocalApi) -> impl FnOnce(&mut web::ServiceConfig) {
 /// five seconds).
 pub fn serve(listener: TcpListener, api: LocalApi) -> std::io::Result<Server> {
     let workers = api.http_workers;
-    let server = HttpServer::new(move || App::new().configure(local_api(api.clone())))
-        .workers(workers)
-        .shutdown_timeout(5)
-        .disable_signals()
-        .listen(listener)?
-        .run();
+    let server = HttpServer::new(move || {
+        App::new()
+            .wrap(from_fn(local_request_guard))
+            .configure(local_api(api.clone()))
+    })
+    .workers(workers)
+    .shutdown_timeout(5)
+    .disable_signals()
+    .listen(listener)?
+    .run();
     Ok(server)
+}
+
+/// Refuses what only a web page could send the loopback port: a `Host` that is a DNS name
+/// other than `localhost` (DNS rebinding: a page whose name now points at 127.0.0.1), and a
+/// `POST` whose body a cross-site form can send without asking (`text/plain`, form data).
+/// Clients that speak the protocol name an IP or `localhost` and send JSON.
+async fn local_request_guard(
+    request: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    if let Some(refusal) = local_refusal(request.request()) {
+        return Ok(request.into_response(refusal).map_into_right_body());
+    }
+    next.call(request)
+        .await
+        .map(ServiceResponse::map_into_left_body)
+}
+
+fn local_refusal(request: &HttpRequest) -> Option<HttpResponse> {
+    if let Some(host) = request.headers().get(header::HOST) {
+        let host = host.to_str().unwrap_or("");
+        if !is_local_host(host) {
+            return Some(HttpResponse::Forbidden().json(serde_json::json!({
+                "error": format!("Host `{host}` is not this device: the local API answers requests to an IP address or localhost")
+            })));
+        }
+    }
+    if request.method() == Method::POST {
+        if let Some(kind) = request.headers().get(header::CONTENT_TYPE) {
+            let essence = kind
+                .to_str()
+                .unwrap_or("")
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase();
+            if essence != "application/json" && essence != "application/octet-stream" {
+                return Some(HttpResponse::UnsupportedMediaType().json(serde_json::json!({
+                    "error": format!("Content-Type `{essence}` is not accepted: send application/json")
+                })));
+            }
+        }
+    }
+    None
+}
+
+/// An IP literal (`127.0.0.1:8000`, `[::1]:8000`) or `localhost`, with or without a port.
+fn is_local_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+    };
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok()
 }
 
 async fn no_route(request: HttpRequest) -> Result<HttpResponse, OipError> {

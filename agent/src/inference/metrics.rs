@@ -81,6 +81,32 @@ pub fn render(registry: &ModelRegistry, pool: &InferencePool, recorder: &HealthR
             );
         }
     }
+
+    if let Some(state) = registry.desired_state_health() {
+        sample(
+            &mut out,
+            "flotilla_agent_desired_state_stale",
+            "1 when the last verified desired state is past its expiry (judged on the monotonic clock); the verified models keep serving.",
+            "gauge",
+            u8::from(state.stale),
+        );
+        if let Some(age) = state.age_secs {
+            sample(
+                &mut out,
+                "flotilla_agent_desired_state_age_seconds",
+                "Seconds since a desired state was last verified.",
+                "gauge",
+                age,
+            );
+        }
+        sample(
+            &mut out,
+            "flotilla_agent_desired_state_refusals",
+            "Desired states refused in a row since the last one accepted.",
+            "gauge",
+            state.refused.as_ref().map_or(0, |r| r.count),
+        );
+    }
     out
 }
 

@@ -3,8 +3,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
-use flotilla_protocol::agent::EscalationPolicy;
+use arc_swap::{ArcSwap, ArcSwapOption};
+use flotilla_protocol::agent::{DesiredStateHealth, EscalationPolicy};
 use flotilla_runtime::Model;
 use flotilla_runtime::Tensor;
 use flotilla_serving::{
@@ -31,12 +31,24 @@ pub struct ModelRegistry {
     shadows: ArcSwap<BTreeMap<String, Arc<ShadowRunner>>>,
     /// Outcomes of shadow runs.
     shadow_stats: ShadowStats,
+    /// How the update loop judges the desired state (refused, stale).
+    desired_state: ArcSwapOption<DesiredStateHealth>,
 }
 
 impl ModelRegistry {
     /// An empty registry (the local API is not ready until a model is installed).
     pub fn new() -> ModelRegistry {
         ModelRegistry::default()
+    }
+
+    /// Records how the update loop judges the desired state.
+    pub fn set_desired_state_health(&self, health: &DesiredStateHealth) {
+        self.desired_state.store(Some(Arc::new(health.clone())));
+    }
+
+    /// How the update loop last judged the desired state, if it has.
+    pub fn desired_state_health(&self) -> Option<Arc<DesiredStateHealth>> {
+        self.desired_state.load_full()
     }
 
     /// Makes `version` the one served under `name`, atomically: every request that resolves
@@ -190,7 +202,7 @@ impl ModelSource for ModelRegistry {
             return Escalation::Local;
         };
         match escalator
-            .ask(&loaded.name, &loaded.version, &policy, &body)
+            .ask(&loaded.name, &loaded.version, &policy, &body, outputs)
             .await
         {
             Ok(body) => Escalation::Answered {
@@ -237,6 +249,14 @@ impl ModelSource for ModelRegistry {
             let shadow_version = &runner.candidate().version;
             stats.record(&model, &version, shadow_version, outcome, Some(latency));
         });
+    }
+
+    fn ready_details(&self) -> Option<serde_json::Value> {
+        // Still ready when stale (the verified models serve), but it says so.
+        let health = self.desired_state.load_full()?;
+        serde_json::to_value(&*health)
+            .ok()
+            .map(|h| serde_json::json!({ "desired_state": h }))
     }
 
     async fn ready(&self) -> Result<(), OipError> {

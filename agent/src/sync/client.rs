@@ -44,22 +44,32 @@ pub enum Poll {
     Unchanged,
 }
 
-/// Download limits: the signed size bounds the bytes; a deadline and a minimum throughput
-/// bound the time, so a server that trickles bytes cannot stall updates forever.
+/// Download limits: the signed size bounds the bytes; progress bounds the time. Every
+/// `window` must bring at least `min_bytes_per_sec × window` bytes, so a server that trickles
+/// bytes or stalls cannot hold an update forever, while a slow or patchy link (a vehicle on
+/// 384 kbit/s with outages) keeps going for as long as bytes keep arriving.
 #[derive(Debug, Clone, Copy)]
 pub struct DownloadLimits {
-    /// Least average throughput accepted, bytes per second.
+    /// Least throughput accepted over each window, bytes per second.
     pub min_bytes_per_sec: u64,
-    /// Time allowed on top of `size / min_bytes_per_sec`.
-    pub grace: Duration,
+    /// The window progress is judged over (also the longest wait for the response headers).
+    pub window: Duration,
 }
 
 impl Default for DownloadLimits {
     fn default() -> Self {
         Self {
-            min_bytes_per_sec: 64 * 1024,
-            grace: Duration::from_secs(30),
+            min_bytes_per_sec: 1024,
+            window: Duration::from_secs(60),
         }
+    }
+}
+
+impl DownloadLimits {
+    /// The least a window must bring.
+    pub fn bytes_per_window(&self) -> u64 {
+        self.min_bytes_per_sec
+            .saturating_mul(self.window.as_secs().max(1))
     }
 }
 
@@ -71,9 +81,25 @@ pub struct ServerClient {
     credential: Option<String>,
 }
 
+/// The most read of an error body: an error code and a message, never a model.
+const MAX_ERROR_BODY: usize = 64 * 1024;
+/// The longest spent reading an error body.
+const ERROR_BODY_TIME: Duration = Duration::from_secs(10);
+/// The most read of an enrollment answer.
+const MAX_ENROLL_BODY: usize = 1 << 20;
+/// The most read of a desired state (a few hundred slots with their bundles).
+const MAX_DESIRED_STATE_BODY: usize = 16 << 20;
+
+/// The error of a refused call, reading at most [`MAX_ERROR_BODY`] bytes for at most
+/// [`ERROR_BODY_TIME`]: an endless or trickled error body neither fills memory nor holds the
+/// update task.
 async fn refused(res: reqwest::Response) -> ClientError {
     let status = res.status().as_u16();
-    let body: Option<ApiErrorBody> = res.json().await.ok();
+    let body = tokio::time::timeout(ERROR_BODY_TIME, read_capped(res, MAX_ERROR_BODY))
+        .await
+        .ok()
+        .and_then(Result::ok);
+    let body: Option<ApiErrorBody> = body.and_then(|b| serde_json::from_slice(&b).ok());
     match body {
         Some(b) => ClientError::Refused {
             status,
@@ -132,7 +158,10 @@ impl ServerClient {
             .await
             .map_err(unavailable)?;
         if res.status().is_success() {
-            res.json().await.map_err(unavailable)
+            let body = read_capped(res, MAX_ENROLL_BODY).await?;
+            serde_json::from_slice(&body).map_err(|e| {
+                ClientError::Unavailable(format!("the enrollment answer is not JSON: {e}"))
+            })
         } else if res.status().is_server_error() {
             Err(ClientError::Unavailable(format!(
                 "enroll answered {}",
@@ -166,7 +195,7 @@ impl ServerClient {
                     .and_then(|v| v.to_str().ok())
                     .map(str::to_owned);
                 // A desired state is small; refuse absurd bodies instead of buffering them.
-                let body = read_capped(res, 16 * 1024 * 1024).await?;
+                let body = read_capped(res, MAX_DESIRED_STATE_BODY).await?;
                 Ok(Poll::Changed { body, etag })
             }
             s if s.is_server_error() => Err(ClientError::Unavailable(format!("poll answered {s}"))),
@@ -199,7 +228,9 @@ impl ServerClient {
     }
 
     /// Downloads `url` into `partial`, resuming from its current length, never past `size`
-    /// bytes, within the time `limits` allow. Returns when the file has exactly `size` bytes.
+    /// bytes, refusing a transfer that makes less progress than `limits` ask. Returns when
+    /// the file has exactly `size` bytes; on a broken link the bytes received stay in
+    /// `partial` for the next attempt to resume.
     pub async fn download(
         &self,
         url: &str,
@@ -216,15 +247,13 @@ impl ServerClient {
         if have == size {
             return Ok(());
         }
-        let budget = Duration::from_secs(size / limits.min_bytes_per_sec.max(1)) + limits.grace;
-        let deadline = Instant::now() + budget;
         let mut req = self.authed(self.http.get(self.url(url)));
         if have > 0 {
             req = req.header(RANGE, format!("bytes={have}-"));
         }
-        let res = tokio::time::timeout_at(deadline.into(), req.send())
+        let res = tokio::time::timeout(limits.window, req.send())
             .await
-            .map_err(|_| ClientError::Download("no response before the deadline".into()))?
+            .map_err(|_| ClientError::Download(format!("no response within {:?}", limits.window)))?
             .map_err(unavailable)?;
         let resumed = match res.status() {
             StatusCode::PARTIAL_CONTENT => true,
@@ -243,17 +272,34 @@ impl ServerClient {
             .map_err(io)?;
         let mut written = if resumed { have } else { 0 };
         let mut body = res.bytes_stream();
+        let mut window_end = Instant::now() + limits.window;
+        let mut window_bytes = 0u64;
         loop {
-            let next = tokio::time::timeout_at(deadline.into(), body.next())
-                .await
-                .map_err(|_| {
-                    ClientError::Download(format!(
-                        "slower than {} bytes/s",
-                        limits.min_bytes_per_sec
-                    ))
-                })?;
+            let next = match tokio::time::timeout_at(window_end.into(), body.next()).await {
+                Ok(next) => next,
+                Err(_) => {
+                    // A window is over: enough came in it, or the transfer is stalled.
+                    if window_bytes < limits.bytes_per_window() {
+                        file.sync_all().map_err(io)?;
+                        return Err(ClientError::Download(format!(
+                            "stalled: {window_bytes} bytes in {:?}, less than {} bytes/s",
+                            limits.window, limits.min_bytes_per_sec
+                        )));
+                    }
+                    window_end = Instant::now() + limits.window;
+                    window_bytes = 0;
+                    continue;
+                }
+            };
             let Some(chunk) = next else { break };
-            let chunk = chunk.map_err(unavailable)?;
+            let chunk = match chunk {
+                Ok(c) => c,
+                Err(e) => {
+                    // A broken link: keep what arrived, the next attempt resumes from it.
+                    file.sync_all().map_err(io)?;
+                    return Err(unavailable(e));
+                }
+            };
             if written + chunk.len() as u64 > size {
                 // Endless or oversized data: keep nothing of it.
                 drop(file);
@@ -264,6 +310,7 @@ impl ServerClient {
             }
             file.write_all(&chunk).map_err(io)?;
             written += chunk.len() as u64;
+            window_bytes += chunk.len() as u64;
         }
         file.sync_all().map_err(io)?;
         if written != size {
@@ -275,15 +322,22 @@ impl ServerClient {
     }
 }
 
+/// Reads a body of at most `cap` bytes. A `Content-Length` above it is refused before any of
+/// the body is read.
 async fn read_capped(res: reqwest::Response, cap: usize) -> Result<Vec<u8>, ClientError> {
+    let too_big = || ClientError::Download(format!("response larger than {cap} bytes"));
+    if res
+        .content_length()
+        .is_some_and(|n| n > u64::try_from(cap).unwrap_or(u64::MAX))
+    {
+        return Err(too_big());
+    }
     let mut out = Vec::new();
     let mut stream = res.bytes_stream();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(unavailable)?;
         if out.len() + chunk.len() > cap {
-            return Err(ClientError::Download(format!(
-                "response larger than {cap} bytes"
-            )));
+            return Err(too_big());
         }
         out.extend_from_slice(&chunk);
     }

@@ -9,7 +9,7 @@ pub mod trust;
 pub mod updater;
 
 use crate::shadow::ShadowModel;
-use flotilla_protocol::agent::EscalationPolicy;
+use flotilla_protocol::agent::{DesiredStateHealth, EscalationPolicy};
 use flotilla_runtime::Model;
 use std::sync::Arc;
 
@@ -24,4 +24,6 @@ pub trait ModelSink: Send + Sync {
     fn set_escalation(&self, _name: &str, _policy: Option<EscalationPolicy>) {}
     /// Sets (or clears) the shadow candidate of `name`: run beside it, never served.
     fn set_shadow(&self, _name: &str, _shadow: Option<ShadowModel>) {}
+    /// How the device judges its desired state (refused, stale), for `/metrics` and readiness.
+    fn set_desired_state_health(&self, _health: &DesiredStateHealth) {}
 }

@@ -127,6 +127,49 @@ pub struct AgentState {
     pub shadow_failures: BTreeMap<String, Failure>,
     /// Next report counter.
     pub next_report_seq: u64,
+    /// Per model, the newest release this device ever verified and installed, whether or not
+    /// the model is still assigned: nothing older installs without a signed rollback allowance
+    /// (or the one step back to the exact previous version).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub floors: BTreeMap<String, ReleaseFloor>,
+    /// The newest `issued_at` of any desired state accepted: a state issued before it is stale
+    /// whatever the device's clock says.
+    #[serde(default)]
+    pub highest_issued_at: u64,
+    /// When the last accepted desired state expires (0: none accepted yet).
+    #[serde(default)]
+    pub state_expires_at: u64,
+}
+
+/// The newest release of one model this device ever verified and installed. The two maxima
+/// are kept apart: release counters decide when both sides have one, semantic versions
+/// otherwise (upstream bundles carry no counter).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseFloor {
+    /// Highest semantic version installed (the raw string if none parsed).
+    pub version: String,
+    /// Highest publisher-signed release counter installed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release: Option<u64>,
+}
+
+impl ReleaseFloor {
+    /// Raises the floor to cover `version` and `release`.
+    pub fn raise(&mut self, version: &str, release: Option<u64>) {
+        let newer = match (
+            semver::Version::parse(version),
+            semver::Version::parse(&self.version),
+        ) {
+            (Ok(n), Ok(o)) => n > o,
+            (Ok(_), Err(_)) => true,
+            _ => self.version.is_empty(),
+        };
+        if newer {
+            self.version = version.to_owned();
+        }
+        self.release = self.release.max(release);
+    }
 }
 
 /// Paths inside the state directory.

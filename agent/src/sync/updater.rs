@@ -12,8 +12,8 @@
 use crate::inference::parse_data;
 use crate::shadow::ShadowModel;
 use flotilla_protocol::agent::{
-    verify_desired_state, AgentReport, DesiredState, HealthWindow, ModelSlot, ShadowSlot,
-    ShadowStatus, SlotState, SlotStatus, StateError,
+    verify_desired_state, AgentReport, DesiredState, DesiredStateHealth, HealthWindow, ModelSlot,
+    ShadowSlot, ShadowStatus, SlotState, SlotStatus, StateError, StateRefusal,
 };
 use flotilla_protocol::signing::{self, ArtifactDigest, ModelFacts, PublicKey, SampleTensor};
 use flotilla_runtime::{DataType, LoadOptions, Model, Tensor};
@@ -24,7 +24,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::client::{ClientError, DownloadLimits, Poll, ServerClient};
-use super::state_dir::{AgentState, Failure, Identity, Installed, InstalledShadow, StateDir};
+use super::state_dir::{
+    AgentState, Failure, Identity, Installed, InstalledShadow, ReleaseFloor, StateDir,
+};
 use super::trust::Trust;
 use super::ModelSink;
 
@@ -32,6 +34,24 @@ use super::ModelSink;
 pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
 /// Produces the health window since the last call (the inference side's recorder).
 pub type HealthSource = Arc<dyn Fn() -> Option<HealthWindow> + Send + Sync>;
+/// Time elapsed on a clock that never jumps (since any fixed point); injected so tests control
+/// it. Freshness is judged on it, never on the wall clock alone.
+pub type MonotonicClock = Arc<dyn Fn() -> Duration + Send + Sync>;
+
+/// The process's monotonic clock.
+pub fn monotonic_clock() -> MonotonicClock {
+    let start = std::time::Instant::now();
+    Arc::new(move || start.elapsed())
+}
+
+/// What one round of [`Updater::cycle`] came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cycle {
+    /// Nothing changed, or a changed state was verified and applied.
+    Done,
+    /// The server sent a desired state the device refused: retry with backoff, not at once.
+    StateRefused,
+}
 
 /// The system clock.
 pub fn system_clock() -> Clock {
@@ -42,6 +62,12 @@ pub fn system_clock() -> Clock {
             .unwrap_or(0)
     })
 }
+
+/// The failure code of a download that broke after real progress: retried at once.
+const DOWNLOAD_INTERRUPTED: &str = "download_interrupted";
+/// What an interrupted attempt must have brought to be resumed at once (or half of what was
+/// left): a server that sends a byte and hangs up gets the usual backoff.
+const RESUME_PROGRESS: u64 = 64 * 1024;
 
 /// Why one slot's update was refused or failed. `code` is what reports carry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,6 +152,20 @@ pub struct Updater {
     etag: Option<String>,
     /// The last desired state refused, with why (for logs and tests).
     pub last_rejection: Option<StateError>,
+    /// Refusals since the last accepted state, for the report.
+    refusal: Option<StateRefusal>,
+    monotonic: MonotonicClock,
+    /// The device's trusted time: an `issued_at` (or a later trusted time) and the monotonic
+    /// reading when it was taken. It moves forward with the monotonic clock, never with the
+    /// wall clock, which may be at 0 (no RTC) or days off.
+    time_anchor: (u64, Duration),
+    /// Monotonic reading when a desired state was last verified, this run.
+    last_verified: Option<Duration>,
+    /// Whether the state was stale at the last look (to log the change once).
+    was_stale: bool,
+    /// The last verified desired state, applied again when a slot's retry is due (a `304`
+    /// brings no new state, and a failed or interrupted download must still be retried).
+    current: Option<DesiredState>,
 }
 
 impl Updater {
@@ -143,7 +183,15 @@ impl Updater {
     ) -> anyhow::Result<Self> {
         let server_key = PublicKey::from_pem(&identity.server_public_key_pem)
             .map_err(|e| anyhow::anyhow!("the pinned server key is invalid: {e}"))?;
-        let state = dir.state()?;
+        let mut state = dir.state()?;
+        // States written before floors existed: what is on the device is the floor.
+        for (name, m) in state.installed.iter().chain(state.previous.iter()) {
+            state
+                .floors
+                .entry(name.clone())
+                .or_default()
+                .raise(&m.version, m.release);
+        }
         Ok(Self {
             dir,
             client,
@@ -160,7 +208,62 @@ impl Updater {
             shadow_models: BTreeMap::new(),
             etag: None,
             last_rejection: None,
-        })
+            refusal: None,
+            time_anchor: (0, Duration::ZERO),
+            was_stale: false,
+            current: None,
+            monotonic: Arc::new(|| Duration::ZERO),
+            last_verified: None,
+        }
+        .with_monotonic_clock(monotonic_clock()))
+    }
+
+    /// Uses `clock` as the monotonic clock (tests move it by hand).
+    pub fn with_monotonic_clock(mut self, clock: MonotonicClock) -> Self {
+        self.set_monotonic_clock(clock);
+        self
+    }
+
+    /// Uses `clock` as the monotonic clock from now on.
+    pub fn set_monotonic_clock(&mut self, clock: MonotonicClock) {
+        self.time_anchor = (
+            self.trusted_now().max(self.state.highest_issued_at),
+            clock(),
+        );
+        self.monotonic = clock;
+        self.last_verified = None;
+    }
+
+    /// The device's trusted time, Unix seconds: the newest `issued_at` it verified, moved on by
+    /// the monotonic clock since.
+    pub fn trusted_now(&self) -> u64 {
+        let (at, mono) = self.time_anchor;
+        at.saturating_add((self.monotonic)().saturating_sub(mono).as_secs())
+    }
+
+    /// How the device judges its desired state: what the next report, `/metrics` and the
+    /// local readiness details say.
+    pub fn desired_state_health(&self) -> DesiredStateHealth {
+        let expires = self.state.state_expires_at;
+        DesiredStateHealth {
+            refused: self.refusal.clone(),
+            stale: expires > 0 && self.trusted_now() >= expires,
+            age_secs: self
+                .last_verified
+                .map(|at| (self.monotonic)().saturating_sub(at).as_secs()),
+        }
+    }
+
+    fn publish_state_health(&mut self) {
+        let health = self.desired_state_health();
+        if health.stale && !self.was_stale {
+            tracing::warn!(
+                expired_at = self.state.state_expires_at,
+                "the desired state is past its expiry; serving the verified models"
+            );
+        }
+        self.was_stale = health.stale;
+        self.sink.set_desired_state_health(&health);
     }
 
     /// The persisted state.
@@ -322,7 +425,7 @@ impl Updater {
 
     /// Verifies and applies one desired-state envelope (raw bytes as received).
     pub async fn apply(&mut self, envelope: &[u8]) -> Result<(), StateError> {
-        let now = (self.clock)();
+        let now = self.trusted_now();
         let desired = match verify_desired_state(
             envelope,
             &self.server_key,
@@ -334,16 +437,35 @@ impl Updater {
             Err(e) => {
                 tracing::warn!(code = e.code(), error = %e, "refused a desired state; keeping the current models");
                 self.last_rejection = Some(e.clone());
+                self.refusal = Some(StateRefusal {
+                    code: e.code().to_owned(),
+                    message: e.to_string(),
+                    count: self
+                        .refusal
+                        .as_ref()
+                        .map_or(1, |r| r.count.saturating_add(1)),
+                });
+                self.publish_state_health();
                 return Err(e);
             }
         };
+        self.refusal = None;
+        // Whatever ETag the client holds names another state now.
+        self.etag = None;
+        let mono = (self.monotonic)();
+        self.time_anchor = (now.max(desired.issued_at), mono);
+        self.last_verified = Some(mono);
+        self.state.highest_issued_at = self.state.highest_issued_at.max(desired.issued_at);
+        self.state.state_expires_at = desired.expires_at;
         self.state.accepted_sequence = desired.sequence;
         self.persist();
+        self.publish_state_health();
         self.apply_verified(desired).await;
         Ok(())
     }
 
     async fn apply_verified(&mut self, desired: DesiredState) {
+        self.current = Some(desired.clone());
         for slot in &desired.slots {
             self.apply_slot(slot).await;
             self.persist();
@@ -391,6 +513,17 @@ impl Updater {
                 self.sink
                     .set_escalation(&slot.model, slot.escalation.clone());
                 self.set_status(&slot.model, &slot.version, SlotState::Active, None);
+            }
+            Err(f) if f.code == DOWNLOAD_INTERRUPTED => {
+                tracing::info!(model = %slot.model, version = %slot.version, error = %f.message, "download interrupted; resuming");
+                self.state.failures.remove(&slot.model);
+                let reason = format!("{}: {}", f.code, f.message);
+                self.set_status(
+                    &slot.model,
+                    &slot.version,
+                    SlotState::Downloading,
+                    Some(&reason),
+                );
             }
             Err(f) => {
                 tracing::warn!(model = %slot.model, version = %slot.version, code = f.code, error = %f.message, "update refused; the current model keeps serving");
@@ -596,7 +729,7 @@ impl Updater {
             &slot.model,
             &slot.version,
             facts.as_ref(),
-            downgrade_reference(slot, current.as_ref(), previous),
+            downgrade_reference(slot, self.state.floors.get(&slot.model), previous),
         )?;
         self.fetch_verified(&target).await?;
         let installed = Installed {
@@ -613,6 +746,11 @@ impl Updater {
         if let Some(old) = current {
             self.state.previous.insert(slot.model.clone(), old);
         }
+        self.state
+            .floors
+            .entry(slot.model.clone())
+            .or_default()
+            .raise(&installed.version, installed.release);
         self.state.installed.insert(slot.model.clone(), installed);
         tracing::info!(model = %slot.model, version = %slot.version, "model activated");
         Ok(())
@@ -629,12 +767,26 @@ impl Updater {
         }
         self.set_progress(target, SlotState::Downloading);
         let partial = self.dir.partial_file(target.sha256);
+        let size_of = |p: &std::path::Path| std::fs::metadata(p).map_or(0, |m| m.len());
+        let before = size_of(&partial);
         self.client
             .download(target.url, &partial, target.size, self.limits)
             .await
-            .map_err(|e| match e {
-                ClientError::Download(m) => SlotFailure::new("download_refused", m),
-                other => SlotFailure::new("download_failed", other.to_string()),
+            .map_err(|e| {
+                // A link that broke after real progress is a slow link, not a bad server:
+                // resume at once, with no backoff.
+                let gained = size_of(&partial).saturating_sub(before);
+                let remaining = target.size.saturating_sub(before);
+                if gained > 0 && gained >= RESUME_PROGRESS.min(remaining / 2) {
+                    return SlotFailure::new(
+                        DOWNLOAD_INTERRUPTED,
+                        format!("{e}; {gained} bytes arrived, resuming"),
+                    );
+                }
+                match e {
+                    ClientError::Download(m) => SlotFailure::new("download_refused", m),
+                    other => SlotFailure::new("download_failed", other.to_string()),
+                }
             })?;
         let digest = file_sha256(&partial)
             .map_err(|e| SlotFailure::new("download_failed", e.to_string()))?;
@@ -684,6 +836,7 @@ impl Updater {
             applied_sequence: self.state.applied_sequence,
             slots: self.slot_statuses(),
             health: (self.health)(),
+            desired_state: Some(self.desired_state_health()),
         };
         self.dir.save_state(&self.state)?;
         let path = self
@@ -732,19 +885,50 @@ impl Updater {
         sent
     }
 
-    /// One round: poll (holding up to `wait`), apply a changed state, queue and send a report.
-    pub async fn cycle(&mut self, wait: Duration) -> Result<(), ClientError> {
+    /// Whether a slot of the current state is not served yet and not backing off: a failed
+    /// update whose backoff expired, or an interrupted download to resume.
+    pub fn retry_due(&self) -> bool {
+        let Some(desired) = &self.current else {
+            return false;
+        };
+        desired.slots.iter().any(|slot| {
+            let done = self
+                .state
+                .installed
+                .get(&slot.model)
+                .is_some_and(|c| c.sha256 == slot.sha256 && c.version == slot.version);
+            !done && self.backing_off(slot).is_none()
+        })
+    }
+
+    /// One round: retry what is due, poll (holding up to `wait`, not at all when a retry is
+    /// still due), apply a changed state, queue and send a report.
+    pub async fn cycle(&mut self, wait: Duration) -> Result<Cycle, ClientError> {
+        if self.retry_due() {
+            if let Some(desired) = self.current.clone() {
+                self.apply_verified(desired).await;
+            }
+        }
+        let wait = if self.retry_due() {
+            Duration::ZERO
+        } else {
+            wait
+        };
         let polled = self.client.poll(self.etag.as_deref(), wait).await;
         let result = match polled {
             Ok(Poll::Changed { body, etag }) => {
                 if self.apply(&body).await.is_ok() {
                     self.etag = etag;
+                    Ok(Cycle::Done)
+                } else {
+                    Ok(Cycle::StateRefused)
                 }
-                Ok(())
             }
-            Ok(Poll::Unchanged) => Ok(()),
+            Ok(Poll::Unchanged) => Ok(Cycle::Done),
             Err(e) => Err(e),
         };
+        // Staleness shows without a new state (a proxy answering 304 forever).
+        self.publish_state_health();
         if let Err(e) = self.queue_report() {
             tracing::error!(error = %e, "cannot queue a report");
         }
@@ -763,15 +947,29 @@ impl Updater {
             .with_max_delay(Duration::from_secs(60))
             .without_max_times();
         let mut backoff = builder.build();
+        // A refused state comes back at once on the next poll (its ETag was not taken): wait
+        // before asking again, longer each time, so junk from the server is no busy loop.
+        let refusals = backon::ExponentialBuilder::default()
+            .with_jitter()
+            .with_min_delay(Duration::from_secs(5))
+            .with_max_delay(Duration::from_secs(600))
+            .without_max_times();
+        let mut refused = refusals.build();
         loop {
             let outcome = tokio::select! {
                 r = self.cycle(wait) => r,
                 () = &mut shutdown => return,
             };
             let pause = match outcome {
-                Ok(()) => {
+                Ok(Cycle::Done) => {
                     backoff = builder.build();
+                    refused = refusals.build();
                     Duration::ZERO
+                }
+                Ok(Cycle::StateRefused) => {
+                    let d = refused.next().unwrap_or(Duration::from_secs(600));
+                    tracing::warn!(retry_in = ?d, "the server's desired state was refused; asking again later");
+                    d
                 }
                 Err(e) => {
                     let d = backoff.next().unwrap_or(Duration::from_secs(60));
@@ -787,31 +985,33 @@ impl Updater {
     }
 }
 
-/// The installed version a target's downgrade check compares with: none when the target is
-/// exactly the version (same version, same bytes) this device ran just before its current one.
-/// That is how a rollout's rollback or abort returns a device to where it was; a server can at
-/// most move a device one step back to a version it already verified and ran. Any other
-/// downgrade needs a publisher-signed rollback allowance.
+/// The floor a target's downgrade check compares with: none when the target is exactly the
+/// version (same version, same bytes) this device ran just before its current one. That is how
+/// a rollout's rollback or abort returns a device to where it was; a server can at most move a
+/// device one step back to a version it already verified and ran. Any other target is compared
+/// with the newest release the device ever installed (kept when a slot is removed, so removing
+/// a deployment and re-adding it older is no way around the rule), and going below it needs a
+/// publisher-signed rollback allowance.
 fn downgrade_reference<'a>(
     slot: &ModelSlot,
-    current: Option<&'a Installed>,
+    floor: Option<&'a ReleaseFloor>,
     previous: Option<&Installed>,
-) -> Option<&'a Installed> {
+) -> Option<&'a ReleaseFloor> {
     if previous.is_some_and(|p| p.version == slot.version && p.sha256 == slot.sha256) {
         None
     } else {
-        current
+        floor
     }
 }
 
 /// Refuses what the signed facts forbid: a model or version other than the one the server
-/// named, hardware this device does not have, and a downgrade of `current` (the installed
-/// version, when the target would replace it) the publishers did not allow.
+/// named, hardware this device does not have, and going below `floor` (the newest release
+/// installed) when the publishers did not allow it.
 fn check_facts(
     model: &str,
     version: &str,
     facts: Option<&ModelFacts>,
-    current: Option<&Installed>,
+    floor: Option<&ReleaseFloor>,
 ) -> Result<(), SlotFailure> {
     if let Some(f) = facts {
         if f.model != model || f.version != version {
@@ -836,27 +1036,28 @@ fn check_facts(
             }
         }
     }
-    let Some(current) = current else {
+    let Some(floor) = floor else {
         return Ok(());
     };
     let allowance = facts.and_then(|f| f.rollback_allowed_below);
-    let allowed = |installed_release: u64| allowance.is_some_and(|below| installed_release < below);
+    let allowed = |floor_release: u64| allowance.is_some_and(|below| floor_release < below);
     // Release counters when both sides have one, semantic versions otherwise.
-    let downgrade = match (facts.and_then(|f| f.release), current.release) {
+    let downgrade = match (facts.and_then(|f| f.release), floor.release) {
         (Some(new), Some(old)) => new < old && !allowed(old),
         _ => {
             let newer = semver::Version::parse(version).ok();
-            let older = semver::Version::parse(&current.version).ok();
+            let older = semver::Version::parse(&floor.version).ok();
             matches!((newer, older), (Some(n), Some(o)) if n < o)
-                && !current.release.is_some_and(allowed)
+                && !floor.release.is_some_and(allowed)
         }
     };
     if downgrade {
         return Err(SlotFailure::new(
             "downgrade_refused",
             format!(
-                "{version} would replace the newer {} and the publishers signed no rollback allowance",
-                current.version
+                "{version} is older than {} (release {}), the newest this device installed, and the publishers signed no rollback allowance",
+                floor.version,
+                floor.release.map_or("none".to_owned(), |r| r.to_string())
             ),
         ));
     }
@@ -1013,6 +1214,13 @@ mod tests {
         }
     }
 
+    fn floor(version: &str, release: Option<u64>) -> ReleaseFloor {
+        ReleaseFloor {
+            version: version.into(),
+            release,
+        }
+    }
+
     fn facts(version: &str, release: Option<u64>, allow: Option<u64>) -> ModelFacts {
         ModelFacts {
             model: "fraud".into(),
@@ -1029,8 +1237,8 @@ mod tests {
 
     #[test]
     fn downgrades_need_a_signed_allowance() {
-        let cur = installed("1.1.0", Some(5));
-        let code = |s: &ModelSlot, f: Option<&ModelFacts>, c: Option<&Installed>| {
+        let cur = floor("1.1.0", Some(5));
+        let code = |s: &ModelSlot, f: Option<&ModelFacts>, c: Option<&ReleaseFloor>| {
             check_facts(&s.model, &s.version, f, c)
                 .err()
                 .map(|e| e.code)
@@ -1082,12 +1290,19 @@ mod tests {
         };
         assert_eq!(checked(&back, &other), Some("downgrade_refused"));
         // No release counters: semantic versions decide.
-        let cur = installed("1.1.0", None);
+        let cur = floor("1.1.0", None);
         assert_eq!(
             code(&slot("1.0.0"), None, Some(&cur)),
             Some("downgrade_refused")
         );
         assert_eq!(code(&slot("1.0.0"), None, None), None);
+        // The floor keeps both maxima: a counter from one version, a semantic version from
+        // another, and never goes down.
+        let mut f = ReleaseFloor::default();
+        f.raise("1.2.0", Some(3));
+        f.raise("2.0.0", None);
+        f.raise("1.0.0", Some(1));
+        assert_eq!(f, floor("2.0.0", Some(3)));
         // Facts must name the slot's version.
         assert_eq!(
             code(&slot("1.2.0"), Some(&facts("1.3.0", None, None)), None),

@@ -20,6 +20,7 @@ use flotilla_agent::sync::trust::Trust;
 use flotilla_agent::sync::updater::{Clock, HealthSource, Updater};
 use flotilla_protocol::agent::{
     sign_desired_state, DesiredState, HealthWindow, ModelHealth, ModelSlot, ShadowSlot, SlotStatus,
+    StateError,
 };
 use flotilla_protocol::registry::{TrustRoot, TrustRootKey};
 use flotilla_protocol::signing::{sign_model, ModelFacts, Resource, SampleTensor, SigningKey};
@@ -40,6 +41,11 @@ pub fn hex_sha(bytes: &[u8]) -> String {
 
 fn key(seed: u64) -> SigningKey {
     SigningKey::generate(&mut rand::rngs::StdRng::seed_from_u64(seed))
+}
+
+/// The server's desired-state key every test device pins.
+pub fn server_key() -> SigningKey {
+    key(2)
 }
 
 /// Serves `GET /artifacts/{name}` from memory and counts the requests per name.
@@ -121,7 +127,7 @@ impl Device {
         let dir = tempfile::tempdir().unwrap();
         let app = TestApi::start(LocalApiConfig::default(), &[]).await;
         let health = health_source(app.api.clone(), EscalationStats::default(), clock(&now));
-        let (publisher, server_key) = (key(1), key(2));
+        let (publisher, server_key) = (key(1), server_key());
         let updater = updater(
             dir.path(),
             &publisher,
@@ -225,6 +231,44 @@ impl Device {
             sample_rate: 1.0,
             tolerance: 0.0,
         }
+    }
+
+    /// The next desired state for this device, issued at the test's wall clock for an hour.
+    pub fn next_state(&mut self, slots: Vec<ModelSlot>) -> DesiredState {
+        self.sequence += 1;
+        let now = self.now.load(Ordering::SeqCst);
+        DesiredState {
+            device_id: DEVICE_ID.into(),
+            sequence: self.sequence,
+            issued_at: now,
+            expires_at: now + 3600,
+            slots,
+        }
+    }
+
+    /// `state` signed with the server's key, as the wire carries it.
+    pub fn sign(&self, state: &DesiredState) -> Vec<u8> {
+        serde_json::to_vec(&sign_desired_state(&self.server_key, state)).unwrap()
+    }
+
+    /// Has the update loop verify and apply `state`, signed with the server's key.
+    pub async fn apply_state(&mut self, state: &DesiredState) -> Result<(), StateError> {
+        let envelope = self.sign(state);
+        self.updater.apply(&envelope).await
+    }
+
+    /// Another update loop with this device's keys and a fresh state directory, talking to
+    /// `server` (a hostile one) and feeding this device's local API.
+    pub fn updater_at(&self, server: &str, dir: &Path) -> Updater {
+        updater(
+            dir,
+            &self.publisher,
+            &self.server_key,
+            server,
+            &self.app,
+            self.health.clone(),
+            &self.now,
+        )
     }
 
     /// Signs `slots` as the next desired state and has the update loop apply it.

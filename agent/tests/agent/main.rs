@@ -7,6 +7,7 @@ mod support;
 
 mod backpressure;
 mod errors;
+mod hostile;
 mod hot_swap;
 mod infer;
 mod shadow;

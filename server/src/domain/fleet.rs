@@ -266,9 +266,10 @@ async fn check_escalation(store: &dyn Store, e: &EscalationPolicy) -> Result<(),
             "escalation.output must name the output tensor that holds the confidence".into(),
         ));
     }
-    if !e.threshold.is_finite() {
+    // A confidence lies in [0, 1]; agents ignore a policy outside it.
+    if !(0.0..=1.0).contains(&e.threshold) {
         return Err(invalid(
-            "escalation.threshold must be a finite number".into(),
+            "escalation.threshold must be a confidence between 0 and 1".into(),
         ));
     }
     if e.timeout_ms == 0 || e.timeout_ms > MAX_ESCALATION_TIMEOUT_MS {
@@ -392,7 +393,13 @@ pub async fn desired_state(
         let fresh = device
             .desired_expires_at
             .is_some_and(|e| e - now > Duration::days(STATE_LIFETIME_DAYS - STATE_REFRESH_DAYS));
-        if device.desired_hash.as_deref() == Some(hash.as_str()) && fresh {
+        // The device applied a sequence this server never issued: someone else signed with the
+        // server key (or a restored backup holds an old counter). Issue above it, so the device
+        // takes states again, within the jump any device accepts.
+        let behind = device.applied_sequence > device.desired_sequence
+            && device.applied_sequence - device.desired_sequence
+                < flotilla_protocol::agent::MAX_SEQUENCE_JUMP;
+        if device.desired_hash.as_deref() == Some(hash.as_str()) && fresh && !behind {
             if let Some(env) = device
                 .desired_envelope
                 .as_ref()
@@ -401,7 +408,11 @@ pub async fn desired_state(
                 return Ok((env, device.desired_sequence));
             }
         }
-        let sequence = device.desired_sequence + 1;
+        let sequence = if behind {
+            device.applied_sequence + 1
+        } else {
+            device.desired_sequence + 1
+        };
         let expires_at = now + Duration::days(STATE_LIFETIME_DAYS);
         let state = DesiredState {
             device_id: device.id.to_string(),
