@@ -442,6 +442,11 @@ pub enum TrustCommand {
         /// Replace FILE if it exists.
         #[arg(long, requires = "out")]
         force: bool,
+        /// Accept MODEL's versions signed with digest-only bundles (the upstream
+        /// `model_signing` tool's, no Flotilla facts): the server then names their model and
+        /// version. Repeat for more models. Without it agents refuse such bundles.
+        #[arg(long = "digest-only", value_name = "MODEL")]
+        digest_only: Vec<String>,
     },
 }
 

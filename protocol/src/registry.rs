@@ -87,6 +87,13 @@ pub struct TrustRoot {
     /// Per-model thresholds that override `threshold`.
     #[serde(default)]
     pub model_thresholds: BTreeMap<String, u32>,
+    /// Models whose versions may be signed with bundles that bind only the artifact's digest
+    /// (the upstream `model_signing` tool's), with no Flotilla facts: for them the model name
+    /// and version are the server's word, and the downgrade floor compares semantic versions.
+    /// Every other model needs signed facts. Chosen by whoever provisions the agents
+    /// (`flotilla trust export --digest-only MODEL`), never by the server.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeSet::is_empty")]
+    pub digest_only_models: std::collections::BTreeSet<String>,
 }
 
 /// Body of `POST /api/v1/models`.

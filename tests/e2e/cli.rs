@@ -443,7 +443,15 @@ fn thresholds_count_distinct_signers_and_the_trust_root_exports() {
         serde_json::from_str(&std::fs::read_to_string(op.path("trust.json")).unwrap()).unwrap();
     assert_eq!(root["threshold"], 2);
     assert_eq!(root["keys"].as_array().unwrap().len(), 2);
+    assert!(root.get("digest_only_models").is_none(), "{root}");
     op.cli("trust export --out trust.json").fails(2, "usage");
+    // Whoever provisions the agents may waive signed facts for a model, and only a model.
+    let waived = op
+        .cli("trust export --digest-only upstream --digest-only legacy")
+        .ok()
+        .json();
+    assert_eq!(waived["digest_only_models"], json!(["legacy", "upstream"]));
+    op.cli("trust export --digest-only ../x").fails(2, "usage");
 
     let listed = op.cli("keys ls").ok();
     assert!(

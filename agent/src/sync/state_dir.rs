@@ -152,7 +152,14 @@ pub struct ReleaseFloor {
     /// Highest publisher-signed release counter installed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub release: Option<u64>,
+    /// Digests of digest-only artifacts (no signed version) this device replaced, newest last:
+    /// such bytes cannot come back under a new version number, only as the exact previous one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub superseded: Vec<String>,
 }
+
+/// How many superseded digests a floor remembers.
+const SUPERSEDED_KEPT: usize = 32;
 
 impl ReleaseFloor {
     /// Raises the floor to cover `version` and `release`.
@@ -169,6 +176,15 @@ impl ReleaseFloor {
             self.version = version.to_owned();
         }
         self.release = self.release.max(release);
+    }
+
+    /// Records that the digest-only artifact `sha256` was replaced.
+    pub fn supersede(&mut self, sha256: &str) {
+        self.superseded.retain(|d| d != sha256);
+        self.superseded.push(sha256.to_owned());
+        if self.superseded.len() > SUPERSEDED_KEPT {
+            self.superseded.remove(0);
+        }
     }
 }
 

@@ -54,6 +54,11 @@ impl Trust {
         Ok(Self { root, keys })
     }
 
+    /// Whether `model` may be signed with digest-only bundles (no Flotilla facts).
+    pub fn digest_only(&self, model: &str) -> bool {
+        self.root.digest_only_models.contains(model)
+    }
+
     /// The policy for `model`.
     pub fn policy(&self, model: &str) -> anyhow::Result<TrustPolicy> {
         let k = self

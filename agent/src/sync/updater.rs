@@ -63,6 +63,9 @@ pub fn system_clock() -> Clock {
     })
 }
 
+/// Reports kept on disk while the server is unreachable: at one a minute, about a week.
+pub const MAX_QUEUED_REPORTS: usize = 10_000;
+
 /// The failure code of a download that broke after real progress: retried at once.
 const DOWNLOAD_INTERRUPTED: &str = "download_interrupted";
 /// What an interrupted attempt must have brought to be resumed at once (or half of what was
@@ -725,12 +728,19 @@ impl Updater {
         self.set_progress(&target, SlotState::Verifying);
         let facts = self.verify_publishers(&target)?;
         let previous = self.state.previous.get(&slot.model);
-        check_facts(
-            &slot.model,
-            &slot.version,
-            facts.as_ref(),
-            downgrade_reference(slot, self.state.floors.get(&slot.model), previous),
-        )?;
+        let floor = downgrade_reference(slot, self.state.floors.get(&slot.model), previous);
+        check_facts(&slot.model, &slot.version, facts.as_ref(), floor)?;
+        // Digest-only bytes carry no signed version: bytes this device moved past cannot
+        // return relabelled as a newer version (the exact previous one is not checked).
+        if facts.is_none() && floor.is_some_and(|f| f.superseded.contains(&slot.sha256)) {
+            return Err(SlotFailure::new(
+                "superseded_artifact",
+                format!(
+                    "these bytes were replaced on this device; they cannot return as {}",
+                    slot.version
+                ),
+            ));
+        }
         self.fetch_verified(&target).await?;
         let installed = Installed {
             version: slot.version.clone(),
@@ -743,14 +753,14 @@ impl Updater {
         // Only now, with verified bytes, is the model parsed.
         let model = self.load_verified_file(&installed).await?;
         self.sink.install(&slot.model, &slot.version, model);
+        let floor = self.state.floors.entry(slot.model.clone()).or_default();
+        floor.raise(&installed.version, installed.release);
         if let Some(old) = current {
+            if old.release.is_none() && old.sha256 != installed.sha256 {
+                floor.supersede(&old.sha256);
+            }
             self.state.previous.insert(slot.model.clone(), old);
         }
-        self.state
-            .floors
-            .entry(slot.model.clone())
-            .or_default()
-            .raise(&installed.version, installed.release);
         self.state.installed.insert(slot.model.clone(), installed);
         tracing::info!(model = %slot.model, version = %slot.version, "model activated");
         Ok(())
@@ -824,6 +834,18 @@ impl Updater {
             },
         )
         .map_err(|e| SlotFailure::new(e.code(), e.to_string()))?;
+        // A bundle that binds only the digest leaves the model's name and version to the
+        // server: model A's artifact could be offered as model B, an old one as 99.0.0. Only
+        // models the trust root marks digest-only take such bundles.
+        if verified.facts.is_none() && !self.trust.digest_only(target.model) {
+            return Err(SlotFailure::new(
+                "signed_facts_missing",
+                format!(
+                    "the publishers' bundle names no model or version, and the trust root does not mark `{}` digest-only",
+                    target.model
+                ),
+            ));
+        }
         Ok(verified.facts)
     }
 
@@ -843,12 +865,30 @@ impl Updater {
             .dir
             .reports_dir()
             .join(format!("{:020}.json", report.report_seq));
-        super::state_dir::write_atomic(&path, &serde_json::to_vec(&report)?, 0o600)
+        super::state_dir::write_atomic(&path, &serde_json::to_vec(&report)?, 0o600)?;
+        self.trim_report_queue();
+        Ok(())
     }
 
-    /// Sends queued reports oldest first; stops at the first one the server cannot take now.
-    /// Returns how many were delivered.
-    pub async fn flush_reports(&self) -> usize {
+    /// Keeps at most [`MAX_QUEUED_REPORTS`] on disk: a device offline for months drops its
+    /// oldest reports rather than fill its disk (each is a health window; the newest matter).
+    fn trim_report_queue(&self) {
+        let mut files = self.queued_reports();
+        if files.len() <= MAX_QUEUED_REPORTS {
+            return;
+        }
+        let excess = files.len() - MAX_QUEUED_REPORTS;
+        tracing::warn!(
+            dropped = excess,
+            "report queue full; dropping the oldest reports"
+        );
+        for path in files.drain(..excess) {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+
+    /// The queued report files, oldest first.
+    fn queued_reports(&self) -> Vec<std::path::PathBuf> {
         let mut files: Vec<_> = std::fs::read_dir(self.dir.reports_dir())
             .into_iter()
             .flatten()
@@ -857,6 +897,13 @@ impl Updater {
             .filter(|p| p.extension().is_some_and(|x| x == "json"))
             .collect();
         files.sort();
+        files
+    }
+
+    /// Sends queued reports oldest first; stops at the first one the server cannot take now.
+    /// Returns how many were delivered.
+    pub async fn flush_reports(&self) -> usize {
+        let files = self.queued_reports();
         let mut sent = 0;
         for path in files {
             let report: Option<AgentReport> = std::fs::read(&path)
@@ -1218,6 +1265,7 @@ mod tests {
         ReleaseFloor {
             version: version.into(),
             release,
+            superseded: Vec::new(),
         }
     }
 

@@ -350,6 +350,7 @@ fn updater(
         }],
         threshold: 1,
         model_thresholds: BTreeMap::new(),
+        digest_only_models: ["upstream".to_owned()].into(),
     };
     let identity = Identity {
         device_id: DEVICE_ID.into(),

@@ -9,11 +9,14 @@ use std::time::Duration;
 
 use flotilla_agent::hybrid::Escalator;
 use flotilla_agent::sync::state_dir::StateDir;
-use flotilla_agent::sync::updater::{ensure_enrolled, Cycle};
+use flotilla_agent::sync::updater::{ensure_enrolled, Cycle, MAX_QUEUED_REPORTS};
 use flotilla_protocol::agent::{
-    sign_desired_state, AgentReport, EnrollRequest, EscalationPolicy, SignedDesiredState, SlotState,
+    sign_desired_state, AgentReport, EnrollRequest, EscalationPolicy, ModelSlot,
+    SignedDesiredState, SlotState, SlotStatus,
 };
+use flotilla_protocol::signing::{sign_model, Resource};
 use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::device::{model_bytes, Device};
@@ -684,4 +687,116 @@ async fn the_local_api_refuses_rebound_hosts_and_cross_site_form_posts() {
             .unwrap();
         assert_eq!(ok.status(), 200, "{host}");
     }
+}
+
+#[tokio::test]
+async fn a_device_offline_for_months_keeps_a_bounded_report_queue() {
+    let mut device = Device::start().await;
+    device.apply(vec![]).await;
+    // Months offline: the device is at report 20,000 and its queue holds the last 10,000.
+    let state_file = device.dir().join("state.json");
+    let mut state: Value = serde_json::from_slice(&std::fs::read(&state_file).unwrap()).unwrap();
+    state["next_report_seq"] = json!(20_000);
+    std::fs::write(&state_file, serde_json::to_vec(&state).unwrap()).unwrap();
+    device.restart().await;
+    let reports = StateDir::open(device.dir()).unwrap().reports_dir();
+    for seq in 1..=MAX_QUEUED_REPORTS as u64 {
+        // Written directly: the queue only counts and orders them.
+        std::fs::write(reports.join(format!("{seq:020}.json")), b"{}").unwrap();
+    }
+    device.updater.queue_report().unwrap();
+    let files: std::collections::BTreeSet<String> = std::fs::read_dir(&reports)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(files.len(), MAX_QUEUED_REPORTS);
+    assert!(
+        files.contains(&format!("{:020}.json", 20_001)),
+        "the newest stays"
+    );
+    assert!(
+        !files.contains(&format!("{:020}.json", 1)),
+        "the oldest went first"
+    );
+}
+
+/// An upstream-style bundle: it binds `bytes`' digest and nothing else.
+fn digest_only_bundle(device: &Device, bytes: &[u8]) -> String {
+    let bundle = sign_model(
+        &device.publisher,
+        &[Resource::single_file(Sha256::digest(bytes).into())],
+        "model.onnx",
+        None,
+    )
+    .unwrap();
+    String::from_utf8(bundle.to_json()).unwrap()
+}
+
+fn digest_only_slot(device: &Device, model: &str, file: &str, version: &str) -> ModelSlot {
+    let bytes = model_bytes(file);
+    let mut slot = device.slot(file, version);
+    slot.model = model.into();
+    slot.bundles = vec![digest_only_bundle(device, &bytes)];
+    slot
+}
+
+fn status_of(device: &Device, model: &str) -> SlotStatus {
+    device
+        .updater
+        .slot_statuses()
+        .into_iter()
+        .find(|s| s.model == model)
+        .unwrap_or_else(|| panic!("no status for {model}"))
+}
+
+#[tokio::test]
+async fn bundles_without_signed_facts_only_install_for_digest_only_models() {
+    let mut device = Device::start().await;
+    // Model A's (the sensor model's) upstream-signed artifact offered as model B (fraud),
+    // which the trust root does not mark digest-only: its name would be the server's word.
+    let as_fraud = digest_only_slot(&device, "fraud", "sensor-anomaly-1.0.0.onnx", "1.0.0");
+    device.apply(vec![as_fraud]).await;
+    let status = status_of(&device, "fraud");
+    assert_eq!(status.state, SlotState::Failed);
+    assert!(
+        status
+            .reason
+            .as_deref()
+            .unwrap_or("")
+            .starts_with("signed_facts_missing"),
+        "{status:?}"
+    );
+    assert!(device.app.api.registry().get("fraud").is_none());
+
+    // The test trust root marks `upstream` digest-only: its versions install, the floor
+    // compares semantic versions, and bytes it moved past cannot come back relabelled 99.0.0.
+    let v1 = digest_only_slot(&device, "upstream", "fraud-1.0.0.onnx", "1.0.0");
+    let v2 = digest_only_slot(&device, "upstream", "fraud-1.1.0.onnx", "2.0.0");
+    device.apply(vec![v1.clone()]).await;
+    assert_eq!(status_of(&device, "upstream").state, SlotState::Active);
+    device.apply(vec![v2.clone()]).await;
+    assert_eq!(status_of(&device, "upstream").state, SlotState::Active);
+    let relabelled = digest_only_slot(&device, "upstream", "fraud-1.0.0.onnx", "99.0.0");
+    device.apply(vec![relabelled]).await;
+    let status = status_of(&device, "upstream");
+    assert!(
+        status
+            .reason
+            .as_deref()
+            .unwrap_or("")
+            .starts_with("superseded_artifact"),
+        "{status:?}"
+    );
+    assert_eq!(
+        device.app.api.registry().get("upstream").unwrap().version,
+        "2.0.0"
+    );
+    // An older version number is the floor's to refuse.
+    let older = digest_only_slot(&device, "upstream", "sensor-anomaly-1.0.0.onnx", "1.5.0");
+    device.apply(vec![older]).await;
+    assert!(status_of(&device, "upstream")
+        .reason
+        .as_deref()
+        .unwrap_or("")
+        .starts_with("downgrade_refused"));
 }

@@ -95,10 +95,22 @@ pub fn trust(ctx: &Context, command: TrustCommand) -> Result<(), CliError> {
                 ));
             }
         }
-        TrustCommand::Export { out, force } => {
-            let root = client.trust_root()?;
+        TrustCommand::Export {
+            out,
+            force,
+            digest_only,
+        } => {
+            let mut root = client.trust_root()?;
             check_trust_root(&root.value)?;
-            let text = format!("{}\n", pretty(&root.json));
+            for model in digest_only {
+                if !flotilla_protocol::agent::is_valid_model_name(&model) {
+                    return Err(CliError::usage(format!("`{model}` is not a model name")));
+                }
+                root.value.digest_only_models.insert(model);
+            }
+            let json = serde_json::to_value(&root.value)
+                .map_err(|e| CliError::BadResponse(e.to_string()))?;
+            let text = format!("{}\n", pretty(&json));
             match out {
                 None => emit(text),
                 Some(path) => {
@@ -154,6 +166,7 @@ mod tests {
             }],
             threshold: 1,
             model_thresholds: Default::default(),
+            digest_only_models: Default::default(),
         };
         check_trust_root(&root(a.key_id())).unwrap();
         let err = check_trust_root(&root(b.key_id())).unwrap_err();

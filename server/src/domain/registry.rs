@@ -143,6 +143,9 @@ pub async fn trust_root(store: &dyn Store) -> Result<TrustRoot, DomainError> {
         keys,
         threshold: global_threshold(store).await?,
         model_thresholds,
+        // Only whoever provisions agents may waive signed facts (`flotilla trust export
+        // --digest-only`); the server never does.
+        digest_only_models: Default::default(),
     })
 }
 
