@@ -7,7 +7,8 @@
 use clap::Parser;
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
-use secrecy::SecretString;
+use flotilla_protocol::signing::SigningKey;
+use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -126,6 +127,13 @@ pub struct Settings {
     /// Milliseconds between rollout-engine passes (one also runs shortly after reports
     /// arrive); 0 turns the engine off on this replica.
     pub rollout_tick_ms: u64,
+    /// The desired-state signing key (PKCS#8 PEM) from a file only its owner may read (0600 or
+    /// stricter), instead of the database. Every replica must be given the same key.
+    pub server_key_file: Option<PathBuf>,
+    /// The desired-state signing key (PKCS#8 PEM) from an environment secret
+    /// (`FLOTILLA_SERVER_KEY`), instead of the database. Redacted in `Debug`.
+    #[serde(serialize_with = "ser_secret_opt")]
+    pub server_key: Option<SecretString>,
 }
 
 fn ser_secret_opt<S: serde::Serializer>(v: &Option<SecretString>, s: S) -> Result<S::Ok, S::Error> {
@@ -159,6 +167,8 @@ impl Default for Settings {
             inference_workers: 0,
             max_inference_body_bytes: flotilla_serving::DEFAULT_BODY_LIMIT,
             rollout_tick_ms: 5000,
+            server_key_file: None,
+            server_key: None,
         }
     }
 }
@@ -185,6 +195,8 @@ const ENV_KEYS: &[&str] = &[
     "inference_workers",
     "max_inference_body_bytes",
     "rollout_tick_ms",
+    "server_key_file",
+    "server_key",
 ];
 
 /// A configuration that cannot be used.
@@ -253,7 +265,45 @@ impl Settings {
                 "db_max_connections must be at least 1".into(),
             ));
         }
+        if self.server_key_file.is_some() && self.server_key.is_some() {
+            return Err(ConfigError::Inconsistent(
+                "server_key_file and server_key name two keys: give one".into(),
+            ));
+        }
         Ok(())
+    }
+
+    /// The desired-state signing key the configuration gives, if it gives one: from
+    /// `server_key_file` (refused unless only its owner can read it) or `server_key`.
+    pub fn configured_server_key(&self) -> anyhow::Result<Option<SigningKey>> {
+        let pem = match (&self.server_key_file, &self.server_key) {
+            (Some(path), _) => {
+                #[cfg(unix)]
+                {
+                    use std::os::unix::fs::PermissionsExt;
+                    let mode = std::fs::metadata(path)
+                        .map_err(|e| anyhow::anyhow!("server_key_file {}: {e}", path.display()))?
+                        .permissions()
+                        .mode();
+                    if mode & 0o077 != 0 {
+                        anyhow::bail!(
+                            "server_key_file {} is readable by others (mode {:o}): chmod 600 it",
+                            path.display(),
+                            mode & 0o777
+                        );
+                    }
+                }
+                std::fs::read_to_string(path)
+                    .map_err(|e| anyhow::anyhow!("server_key_file {}: {e}", path.display()))?
+            }
+            (None, Some(secret)) => secret.expose_secret().to_owned(),
+            (None, None) => return Ok(None),
+        };
+        SigningKey::from_pkcs8_pem(pem.trim())
+            .map(Some)
+            .map_err(|e| {
+                anyhow::anyhow!("the configured server key is not a PKCS#8 ed25519 PEM: {e}")
+            })
     }
 }
 

@@ -142,7 +142,12 @@ impl Application {
             tls,
             "flotilla-server starting"
         );
-        let server_key = crate::domain::fleet::server_key(store.as_ref()).await?;
+        // A configured key (file or secret) wins; otherwise the one in the database, created on
+        // first start.
+        let server_key = match settings.configured_server_key()? {
+            Some(key) => key,
+            None => crate::domain::fleet::server_key(store.as_ref()).await?,
+        };
         let fleet_changes = tokio::sync::watch::channel(0).0;
         let rollouts = {
             let (changes, store2) = (fleet_changes.clone(), store.clone());

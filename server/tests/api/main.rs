@@ -14,6 +14,7 @@ mod openapi;
 mod registry;
 mod registry_upstream;
 mod rollouts;
+mod server_key;
 mod store;
 mod tls;
 mod tokens;
