@@ -105,6 +105,41 @@ pub struct Failure {
     pub last_attempt: u64,
 }
 
+impl Failure {
+    /// The failure of `version` (bytes `sha256`) at `now`, one attempt more than `previous`
+    /// when that was the same target: the one backoff rule for slots and shadow candidates.
+    pub fn after(
+        previous: Option<&Failure>,
+        version: &str,
+        sha256: &str,
+        reason: String,
+        now: u64,
+    ) -> Failure {
+        let attempts = previous
+            .filter(|p| p.is_for(version, sha256))
+            .map_or(1, |p| p.attempts.saturating_add(1));
+        Failure {
+            version: version.to_owned(),
+            sha256: sha256.to_owned(),
+            reason,
+            attempts,
+            last_attempt: now,
+        }
+    }
+
+    /// Whether this is the failure of exactly that target (same version and bytes).
+    pub fn is_for(&self, version: &str, sha256: &str) -> bool {
+        self.version == version && self.sha256 == sha256
+    }
+
+    /// Whether the target must still wait at `now`: 60 s after the first failure, doubling up
+    /// to an hour.
+    pub fn backing_off(&self, now: u64) -> bool {
+        let wait = (30u64 << self.attempts.min(6)).min(3600);
+        now < self.last_attempt.saturating_add(wait)
+    }
+}
+
 /// `state.json`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]

@@ -9,26 +9,29 @@
 //! the sink to run beside the slot's model. Its failures are its own: reported in the slot's
 //! `shadow` status and backed off, they never touch the version that serves.
 
-use crate::inference::parse_data;
 use crate::shadow::ShadowModel;
 use flotilla_protocol::agent::{
-    verify_desired_state, AgentReport, DesiredState, DesiredStateHealth, HealthWindow, ModelSlot,
-    ShadowSlot, ShadowStatus, SlotState, SlotStatus, StateError, StateRefusal,
+    verify_desired_state, DesiredState, DesiredStateHealth, HealthWindow, ModelSlot, ShadowSlot,
+    ShadowStatus, SlotState, SlotStatus, StateError, StateRefusal,
 };
-use flotilla_protocol::signing::{self, ArtifactDigest, ModelFacts, PublicKey, SampleTensor};
-use flotilla_runtime::{DataType, LoadOptions, Model, Tensor};
+use flotilla_protocol::signing::{self, ArtifactDigest, ModelFacts, PublicKey};
+use flotilla_runtime::{LoadOptions, Model};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::client::{ClientError, DownloadLimits, Poll, ServerClient};
-use super::state_dir::{
-    AgentState, Failure, Identity, Installed, InstalledShadow, ReleaseFloor, StateDir,
-};
+use super::state_dir::{AgentState, Failure, Identity, Installed, InstalledShadow, StateDir};
 use super::trust::Trust;
 use super::ModelSink;
+
+mod enroll;
+mod reports;
+mod verify;
+
+pub use enroll::ensure_enrolled;
+use verify::{check_facts, downgrade_reference, file_sha256, is_sha256_hex, sample_tensors};
 
 /// Seconds since the Unix epoch; injected so tests control time.
 pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
@@ -530,20 +533,15 @@ impl Updater {
             }
             Err(f) => {
                 tracing::warn!(model = %slot.model, version = %slot.version, code = f.code, error = %f.message, "update refused; the current model keeps serving");
-                let attempts = self
-                    .failure_for(slot)
-                    .map_or(1, |p| p.attempts.saturating_add(1));
                 let reason = format!("{}: {}", f.code, f.message);
-                self.state.failures.insert(
-                    slot.model.clone(),
-                    Failure {
-                        version: slot.version.clone(),
-                        sha256: slot.sha256.clone(),
-                        reason: reason.clone(),
-                        attempts,
-                        last_attempt: (self.clock)(),
-                    },
+                let failure = Failure::after(
+                    self.state.failures.get(&slot.model),
+                    &slot.version,
+                    &slot.sha256,
+                    reason.clone(),
+                    (self.clock)(),
                 );
+                self.state.failures.insert(slot.model.clone(), failure);
                 self.set_status(&slot.model, &slot.version, SlotState::Failed, Some(&reason));
             }
         }
@@ -588,23 +586,15 @@ impl Updater {
             }
             Err(f) => {
                 tracing::warn!(model = %name, version = %wanted.version, code = f.code, error = %f.message, "shadow candidate refused; the current model is unaffected");
-                let attempts = self
-                    .state
-                    .shadow_failures
-                    .get(name)
-                    .filter(|p| p.sha256 == wanted.sha256 && p.version == wanted.version)
-                    .map_or(1, |p| p.attempts.saturating_add(1));
                 let reason = format!("{}: {}", f.code, f.message);
-                self.state.shadow_failures.insert(
-                    name.to_owned(),
-                    Failure {
-                        version: wanted.version.clone(),
-                        sha256: wanted.sha256.clone(),
-                        reason: reason.clone(),
-                        attempts,
-                        last_attempt: (self.clock)(),
-                    },
+                let failure = Failure::after(
+                    self.state.shadow_failures.get(name),
+                    &wanted.version,
+                    &wanted.sha256,
+                    reason.clone(),
+                    (self.clock)(),
                 );
+                self.state.shadow_failures.insert(name.to_owned(), failure);
                 self.set_shadow_status(name, &wanted.version, SlotState::Failed, Some(&reason));
             }
         }
@@ -684,8 +674,8 @@ impl Updater {
         self.state
             .shadow_failures
             .get(name)
-            .filter(|f| f.sha256 == wanted.sha256 && f.version == wanted.version)
-            .filter(|f| (self.clock)() < f.last_attempt + Self::backoff_secs(f.attempts))
+            .filter(|f| f.is_for(&wanted.version, &wanted.sha256))
+            .filter(|f| f.backing_off((self.clock)()))
     }
 
     fn persist(&self) {
@@ -694,26 +684,17 @@ impl Updater {
         }
     }
 
-    fn backoff_secs(attempts: u32) -> u64 {
-        (30u64 << attempts.min(6)).min(3600)
-    }
-
-    /// The recorded failure of exactly this target (same version and bytes), if any.
-    fn failure_for(&self, slot: &ModelSlot) -> Option<&Failure> {
-        self.state
-            .failures
-            .get(&slot.model)
-            .filter(|f| f.sha256 == slot.sha256 && f.version == slot.version)
-    }
-
     /// The failure to keep reporting while this target is still in its backoff window.
     fn backing_off(&self, slot: &ModelSlot) -> Option<&Failure> {
         let installed = self.state.installed.get(&slot.model);
         if installed.is_some_and(|c| c.sha256 == slot.sha256 && c.version == slot.version) {
             return None;
         }
-        self.failure_for(slot)
-            .filter(|f| (self.clock)() < f.last_attempt + Self::backoff_secs(f.attempts))
+        self.state
+            .failures
+            .get(&slot.model)
+            .filter(|f| f.is_for(&slot.version, &slot.sha256))
+            .filter(|f| f.backing_off((self.clock)()))
     }
 
     async fn update_slot(&mut self, slot: &ModelSlot) -> Result<(), SlotFailure> {
@@ -849,89 +830,6 @@ impl Updater {
         Ok(verified.facts)
     }
 
-    /// Writes a report to the on-disk queue.
-    pub fn queue_report(&mut self) -> anyhow::Result<()> {
-        self.state.next_report_seq += 1;
-        let report = AgentReport {
-            report_seq: self.state.next_report_seq,
-            created_at: (self.clock)(),
-            applied_sequence: self.state.applied_sequence,
-            slots: self.slot_statuses(),
-            health: (self.health)(),
-            desired_state: Some(self.desired_state_health()),
-        };
-        self.dir.save_state(&self.state)?;
-        let path = self
-            .dir
-            .reports_dir()
-            .join(format!("{:020}.json", report.report_seq));
-        super::state_dir::write_atomic(&path, &serde_json::to_vec(&report)?, 0o600)?;
-        self.trim_report_queue();
-        Ok(())
-    }
-
-    /// Keeps at most [`MAX_QUEUED_REPORTS`] on disk: a device offline for months drops its
-    /// oldest reports rather than fill its disk (each is a health window; the newest matter).
-    fn trim_report_queue(&self) {
-        let mut files = self.queued_reports();
-        if files.len() <= MAX_QUEUED_REPORTS {
-            return;
-        }
-        let excess = files.len() - MAX_QUEUED_REPORTS;
-        tracing::warn!(
-            dropped = excess,
-            "report queue full; dropping the oldest reports"
-        );
-        for path in files.drain(..excess) {
-            let _ = std::fs::remove_file(path);
-        }
-    }
-
-    /// The queued report files, oldest first.
-    fn queued_reports(&self) -> Vec<std::path::PathBuf> {
-        let mut files: Vec<_> = std::fs::read_dir(self.dir.reports_dir())
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|x| x == "json"))
-            .collect();
-        files.sort();
-        files
-    }
-
-    /// Sends queued reports oldest first; stops at the first one the server cannot take now.
-    /// Returns how many were delivered.
-    pub async fn flush_reports(&self) -> usize {
-        let files = self.queued_reports();
-        let mut sent = 0;
-        for path in files {
-            let report: Option<AgentReport> = std::fs::read(&path)
-                .ok()
-                .and_then(|b| serde_json::from_slice(&b).ok());
-            let Some(report) = report else {
-                let _ = std::fs::remove_file(&path);
-                continue;
-            };
-            match self.client.report(&report).await {
-                Ok(()) => {
-                    let _ = std::fs::remove_file(&path);
-                    sent += 1;
-                }
-                Err(ClientError::Refused { code, message, .. }) => {
-                    // The server will never take this one; do not block the queue behind it.
-                    tracing::warn!(%code, %message, "report refused; dropping it");
-                    let _ = std::fs::remove_file(&path);
-                }
-                Err(e) => {
-                    tracing::debug!(error = %e, "server unavailable; reports stay queued");
-                    break;
-                }
-            }
-        }
-        sent
-    }
-
     /// Whether a slot of the current state is not served yet and not backing off: a failed
     /// update whose backoff expired, or an interrupted download to resume.
     pub fn retry_due(&self) -> bool {
@@ -1032,337 +930,7 @@ impl Updater {
     }
 }
 
-/// The floor a target's downgrade check compares with: none when the target is exactly the
-/// version (same version, same bytes) this device ran just before its current one. That is how
-/// a rollout's rollback or abort returns a device to where it was; a server can at most move a
-/// device one step back to a version it already verified and ran. Any other target is compared
-/// with the newest release the device ever installed (kept when a slot is removed, so removing
-/// a deployment and re-adding it older is no way around the rule), and going below it needs a
-/// publisher-signed rollback allowance.
-fn downgrade_reference<'a>(
-    slot: &ModelSlot,
-    floor: Option<&'a ReleaseFloor>,
-    previous: Option<&Installed>,
-) -> Option<&'a ReleaseFloor> {
-    if previous.is_some_and(|p| p.version == slot.version && p.sha256 == slot.sha256) {
-        None
-    } else {
-        floor
-    }
-}
-
-/// Refuses what the signed facts forbid: a model or version other than the one the server
-/// named, hardware this device does not have, and going below `floor` (the newest release
-/// installed) when the publishers did not allow it.
-fn check_facts(
-    model: &str,
-    version: &str,
-    facts: Option<&ModelFacts>,
-    floor: Option<&ReleaseFloor>,
-) -> Result<(), SlotFailure> {
-    if let Some(f) = facts {
-        if f.model != model || f.version != version {
-            return Err(SlotFailure::new(
-                "signed_facts_mismatch",
-                format!(
-                    "publishers signed {}@{}, the server says {model}@{version}",
-                    f.model, f.version
-                ),
-            ));
-        }
-        if let Some(c) = &f.compatibility {
-            if !c.hardware.is_empty() && !c.hardware.iter().any(|h| h == std::env::consts::ARCH) {
-                return Err(SlotFailure::new(
-                    "incompatible_hardware",
-                    format!(
-                        "signed for {:?}, this device is {}",
-                        c.hardware,
-                        std::env::consts::ARCH
-                    ),
-                ));
-            }
-        }
-    }
-    let Some(floor) = floor else {
-        return Ok(());
-    };
-    let allowance = facts.and_then(|f| f.rollback_allowed_below);
-    let allowed = |floor_release: u64| allowance.is_some_and(|below| floor_release < below);
-    // Release counters when both sides have one, semantic versions otherwise.
-    let downgrade = match (facts.and_then(|f| f.release), floor.release) {
-        (Some(new), Some(old)) => new < old && !allowed(old),
-        _ => {
-            let newer = semver::Version::parse(version).ok();
-            let older = semver::Version::parse(&floor.version).ok();
-            matches!((newer, older), (Some(n), Some(o)) if n < o)
-                && !floor.release.is_some_and(allowed)
-        }
-    };
-    if downgrade {
-        return Err(SlotFailure::new(
-            "downgrade_refused",
-            format!(
-                "{version} is older than {} (release {}), the newest this device installed, and the publishers signed no rollback allowance",
-                floor.version,
-                floor.release.map_or("none".to_owned(), |r| r.to_string())
-            ),
-        ));
-    }
-    Ok(())
-}
-
-/// The signed sample input as runtime tensors.
-fn sample_tensors(sample: &[SampleTensor]) -> Result<Vec<Tensor>, String> {
-    sample
-        .iter()
-        .map(|t| {
-            let datatype = DataType::from_name(&t.datatype).ok_or_else(|| {
-                format!(
-                    "signed sample input `{}` has unknown datatype {}",
-                    t.name, t.datatype
-                )
-            })?;
-            let raw = serde_json::value::to_raw_value(&t.data).map_err(|e| e.to_string())?;
-            let data = parse_data(datatype, &raw)
-                .map_err(|e| format!("signed sample input `{}`: {e}", t.name))?;
-            let shape = t
-                .shape
-                .iter()
-                .map(|&d| usize::try_from(d).map_err(|e| e.to_string()))
-                .collect::<Result<Vec<_>, _>>()?;
-            if shape.iter().product::<usize>() != data.len() {
-                return Err(format!(
-                    "signed sample input `{}` has {} values for shape {:?}",
-                    t.name,
-                    data.len(),
-                    t.shape
-                ));
-            }
-            Ok(Tensor::new(t.name.clone(), shape, data))
-        })
-        .collect()
-}
-
-fn is_sha256_hex(digest: &str) -> bool {
-    digest.len() == 64
-        && digest
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-}
-
-fn file_sha256(path: &std::path::Path) -> std::io::Result<String> {
-    let mut f = std::fs::File::open(path)?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(hex::encode(hasher.finalize()))
-}
-
-/// Enrolls the device unless it already has an identity; returns the identity.
-pub async fn ensure_enrolled(
-    dir: &StateDir,
-    server: &str,
-    enroll_token: Option<&str>,
-    request: flotilla_protocol::agent::EnrollRequest,
-    configured_server_key: Option<&str>,
-) -> anyhow::Result<Identity> {
-    if let Some(id) = dir.identity()? {
-        return Ok(id);
-    }
-    let token = enroll_token.ok_or_else(|| {
-        anyhow::anyhow!("this device is not enrolled yet: give an enrollment token (--enroll-token or FLOTILLA_ENROLL_TOKEN)")
-    })?;
-    let key_file = dir.device_key_file();
-    let key = match std::fs::read_to_string(&key_file) {
-        Ok(pem) => signing::SigningKey::from_pkcs8_pem(&pem)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", key_file.display()))?,
-        Err(_) => {
-            let key = signing::SigningKey::generate(&mut rand::rngs::OsRng);
-            let pem = key.to_pkcs8_pem().map_err(|e| anyhow::anyhow!("{e}"))?;
-            super::state_dir::write_atomic(&key_file, pem.as_bytes(), 0o600)?;
-            key
-        }
-    };
-    let der = key.public_key().to_der();
-    use base64::Engine as _;
-    let public =
-        base64::engine::general_purpose::STANDARD.encode(&der[der.len().saturating_sub(32)..]);
-    let mut request = request;
-    request.enrollment_token = token.to_owned();
-    request.device_public_key = public;
-    let client = ServerClient::new(server, None)?;
-    let res = client
-        .enroll(&request)
-        .await
-        .map_err(|e| anyhow::anyhow!("enrollment failed: {e}"))?;
-    let server_key = match configured_server_key {
-        Some(pem) => {
-            let configured = PublicKey::from_pem(pem)
-                .map_err(|e| anyhow::anyhow!("configured server key: {e}"))?;
-            if PublicKey::from_pem(&res.server_public_key_pem)
-                .ok()
-                .as_ref()
-                != Some(&configured)
-            {
-                anyhow::bail!(
-                    "the server's key is not the configured server key; refusing to enroll"
-                );
-            }
-            pem.to_owned()
-        }
-        None => res.server_public_key_pem.clone(),
-    };
-    let identity = Identity {
-        device_id: res.device_id,
-        credential: res.credential,
-        server_public_key_pem: server_key,
-    };
-    dir.save_identity(&identity)?;
-    tracing::info!(device_id = %identity.device_id, status = %res.status, "enrolled");
-    Ok(identity)
-}
-
 /// Keeps at most a sane wait for long-polls.
 pub fn clamp_wait(secs: u64) -> Duration {
     Duration::from_secs(secs.clamp(1, 300))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn slot(version: &str) -> ModelSlot {
-        ModelSlot {
-            model: "fraud".into(),
-            version: version.into(),
-            sha256: "a".repeat(64),
-            size: 1,
-            url: String::new(),
-            bundles: vec![],
-            escalation: None,
-            shadow: None,
-        }
-    }
-
-    fn installed(version: &str, release: Option<u64>) -> Installed {
-        Installed {
-            version: version.into(),
-            sha256: "b".repeat(64),
-            size: 1,
-            release,
-            sample_input: None,
-            escalation: None,
-        }
-    }
-
-    fn floor(version: &str, release: Option<u64>) -> ReleaseFloor {
-        ReleaseFloor {
-            version: version.into(),
-            release,
-            superseded: Vec::new(),
-        }
-    }
-
-    fn facts(version: &str, release: Option<u64>, allow: Option<u64>) -> ModelFacts {
-        ModelFacts {
-            model: "fraud".into(),
-            version: version.into(),
-            release,
-            size: None,
-            compatibility: None,
-            inputs: None,
-            outputs: None,
-            sample_input: None,
-            rollback_allowed_below: allow,
-        }
-    }
-
-    #[test]
-    fn downgrades_need_a_signed_allowance() {
-        let cur = floor("1.1.0", Some(5));
-        let code = |s: &ModelSlot, f: Option<&ModelFacts>, c: Option<&ReleaseFloor>| {
-            check_facts(&s.model, &s.version, f, c)
-                .err()
-                .map(|e| e.code)
-        };
-        assert_eq!(
-            code(
-                &slot("1.2.0"),
-                Some(&facts("1.2.0", Some(6), None)),
-                Some(&cur)
-            ),
-            None
-        );
-        assert_eq!(
-            code(
-                &slot("1.0.0"),
-                Some(&facts("1.0.0", Some(4), None)),
-                Some(&cur)
-            ),
-            Some("downgrade_refused")
-        );
-        assert_eq!(
-            code(
-                &slot("1.0.0"),
-                Some(&facts("1.0.0", Some(4), Some(6))),
-                Some(&cur)
-            ),
-            None
-        );
-        // Back to exactly the version it ran before (a rollout's rollback): allowed; to another
-        // older one, or the same version with other bytes: refused.
-        let before = Installed {
-            sha256: "b".repeat(64),
-            ..installed("1.0.0", Some(4))
-        };
-        let mut back = slot("1.0.0");
-        back.sha256 = "b".repeat(64);
-        let older = facts("1.0.0", Some(4), None);
-        let checked = |s: &ModelSlot, previous: &Installed| {
-            let reference = downgrade_reference(s, Some(&cur), Some(previous));
-            check_facts(&s.model, &s.version, Some(&older), reference)
-                .err()
-                .map(|e| e.code)
-        };
-        assert_eq!(checked(&back, &before), None);
-        assert_eq!(checked(&slot("1.0.0"), &before), Some("downgrade_refused"));
-        let other = Installed {
-            version: "0.9.0".into(),
-            ..before.clone()
-        };
-        assert_eq!(checked(&back, &other), Some("downgrade_refused"));
-        // No release counters: semantic versions decide.
-        let cur = floor("1.1.0", None);
-        assert_eq!(
-            code(&slot("1.0.0"), None, Some(&cur)),
-            Some("downgrade_refused")
-        );
-        assert_eq!(code(&slot("1.0.0"), None, None), None);
-        // The floor keeps both maxima: a counter from one version, a semantic version from
-        // another, and never goes down.
-        let mut f = ReleaseFloor::default();
-        f.raise("1.2.0", Some(3));
-        f.raise("2.0.0", None);
-        f.raise("1.0.0", Some(1));
-        assert_eq!(f, floor("2.0.0", Some(3)));
-        // Facts must name the slot's version.
-        assert_eq!(
-            code(&slot("1.2.0"), Some(&facts("1.3.0", None, None)), None),
-            Some("signed_facts_mismatch")
-        );
-        let mut f = facts("1.2.0", None, None);
-        f.compatibility = Some(flotilla_protocol::signing::Compatibility {
-            hardware: vec!["riscv128".into()],
-        });
-        assert_eq!(
-            code(&slot("1.2.0"), Some(&f), None),
-            Some("incompatible_hardware")
-        );
-    }
 }
