@@ -17,3 +17,4 @@ mod rollouts;
 mod store;
 mod tls;
 mod tokens;
+mod trust;
