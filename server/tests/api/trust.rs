@@ -97,3 +97,125 @@ async fn publisher_cannot_lower_model_threshold_below_global_on(db: Db) {
     assert_eq!(entries[0]["detail"]["signing_threshold"], 1);
     assert_eq!(entries[0]["detail"]["global_threshold"], 2);
 }
+
+both_backends!(
+    anonymous_posts_to_unknown_routes_do_not_flood_the_audit_log,
+    anonymous_posts_to_unknown_routes_do_not_flood_the_audit_log_on
+);
+async fn anonymous_posts_to_unknown_routes_do_not_flood_the_audit_log_on(db: Db) {
+    let app = spawn_app(db).await;
+    let before = app.audit_entries(500).await.len();
+    for _ in 0..100 {
+        let res = app
+            .client
+            .post(app.url("/api/v1/nope"))
+            .json(&json!({"junk": true}))
+            .send()
+            .await
+            .unwrap();
+        assert_error(res, 404, "route_not_found").await;
+    }
+    assert_eq!(app.audit_entries(500).await.len(), before);
+    // A refused anonymous call to a real route is still recorded.
+    let res = app
+        .client
+        .post(app.url("/api/v1/tokens"))
+        .json(&json!({"name": "x", "role": "admin"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    assert_eq!(app.audit_entries(500).await.len(), before + 1);
+}
+
+both_backends!(
+    revoked_device_holding_a_long_poll_gets_401,
+    revoked_device_holding_a_long_poll_gets_401_on
+);
+async fn revoked_device_holding_a_long_poll_gets_401_on(db: Db) {
+    let app = spawn_app(db).await;
+    let d = app.enroll(json!({"site": "a"})).await;
+    let res = app.poll(&d, None, 0).await;
+    assert_eq!(res.status(), 200);
+    let etag = res.headers()["etag"].to_str().unwrap().to_owned();
+    let started = std::time::Instant::now();
+    let poll = {
+        let client = app.client.clone();
+        let url = app.url("/api/v1/agent/desired-state?wait=30");
+        let cred = d.credential.clone();
+        tokio::spawn(async move {
+            client
+                .get(url)
+                .bearer_auth(cred)
+                .header("if-none-match", etag)
+                .timeout(std::time::Duration::from_secs(10))
+                .send()
+                .await
+        })
+    };
+    // The one sleep: long enough for the poll to be held on the server before the revocation
+    // (were it not, it would be refused on arrival and the test would still pass).
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let res = app
+        .client
+        .post(app.url(&format!("/api/v1/devices/{}/revoke", d.id)))
+        .bearer_auth(&app.admin_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let res = poll
+        .await
+        .unwrap()
+        .expect("the held poll answered before the 10 s client timeout");
+    assert_error(res, 401, "unauthorized").await;
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+}
+
+/// The same attack across replicas: the poll is held on one server, the revocation is made on
+/// another sharing the Postgres database, and reaches the first through `LISTEN/NOTIFY`.
+#[tokio::test]
+async fn revoked_device_holding_a_long_poll_on_another_replica_gets_401() {
+    let url = crate::helpers::fresh_postgres_database().await;
+    let secret = format!("flt_{}", "R".repeat(43));
+    let settings = |s: &mut flotilla_server::config::Settings| {
+        s.database_url = Some(secrecy::SecretString::from(url.clone()));
+        s.bootstrap_token = Some(secrecy::SecretString::from(secret.clone()));
+    };
+    let a = crate::helpers::spawn_app_with(Db::Postgres, settings).await;
+    let b = crate::helpers::spawn_app_with(Db::Postgres, settings).await;
+    let d = a.enroll(json!({"site": "a"})).await;
+    let res = b.poll(&d, None, 0).await;
+    assert_eq!(res.status(), 200);
+    let etag = res.headers()["etag"].to_str().unwrap().to_owned();
+    let started = std::time::Instant::now();
+    let poll = {
+        let client = b.client.clone();
+        let url = b.url("/api/v1/agent/desired-state?wait=30");
+        let cred = d.credential.clone();
+        tokio::spawn(async move {
+            client
+                .get(url)
+                .bearer_auth(cred)
+                .header("if-none-match", etag)
+                .timeout(std::time::Duration::from_secs(10))
+                .send()
+                .await
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let res = a
+        .client
+        .post(a.url(&format!("/api/v1/devices/{}/revoke", d.id)))
+        .bearer_auth(&a.admin_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let res = poll
+        .await
+        .unwrap()
+        .expect("the held poll answered before the 10 s client timeout");
+    assert_error(res, 401, "unauthorized").await;
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+}
