@@ -6,6 +6,7 @@ pub mod health_history;
 pub mod names;
 pub mod placement;
 pub mod registry;
+pub mod reports;
 pub mod rollouts;
 
 use flotilla_protocol::ErrorCode;

@@ -219,3 +219,73 @@ async fn revoked_device_holding_a_long_poll_on_another_replica_gets_401() {
     assert_error(res, 401, "unauthorized").await;
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
 }
+
+both_backends!(
+    device_reporting_an_impossible_health_window_is_refused,
+    device_reporting_an_impossible_health_window_is_refused_on
+);
+async fn device_reporting_an_impossible_health_window_is_refused_on(db: Db) {
+    let app = spawn_app(db).await;
+    let d = app.enroll(json!({"site": "a"})).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let report = |model: Value| {
+        json!({
+            "report_seq": 1,
+            "created_at": now,
+            "applied_sequence": 1,
+            "slots": [],
+            "health": {"start": now - 60, "end": now, "models": [model]},
+        })
+    };
+    let healthy = json!({"model": "fraud", "version": "1.0.0", "inference_count": 100,
+                         "error_count": 1, "latency_ms": {"p50": 0.4, "p95": 0.9, "p99": 1.5}});
+    let with = |field: &str, value: Value| {
+        let mut m = healthy.clone();
+        m[field] = value;
+        m
+    };
+    let send = |body: Value| {
+        let c = app.client.clone();
+        let url = app.url("/api/v1/agent/report");
+        let cred = d.credential.clone();
+        async move {
+            c.post(url)
+                .bearer_auth(cred)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let impossible = [
+        with("error_count", json!(101)),
+        with("escalations", json!(101)),
+        // 60 s cannot hold 10^12 inferences (the bound is 10^6 per second plus 10^6).
+        with("inference_count", json!(1_000_000_000_000u64)),
+        with("inference_count", json!(u64::MAX)),
+        with("latency_ms", json!({"p50": 0.4, "p95": 0.9, "p99": -1.0})),
+        with(
+            "shadow",
+            json!({"version": "1.1.0", "compared": 10, "agreed": 11, "errors": 0}),
+        ),
+    ];
+    for model in impossible {
+        assert_error(send(report(model.clone())).await, 422, "invalid_report").await;
+    }
+    let mut hot = report(healthy.clone());
+    hot["health"]["cpu_percent"] = json!(1e300);
+    assert_error(send(hot).await, 422, "invalid_report").await;
+    let mut backwards = report(healthy.clone());
+    backwards["health"]["start"] = json!(now + 10);
+    assert_error(send(backwards).await, 422, "invalid_report").await;
+
+    // Nothing of the refused reports was kept: the same sequence number is still free.
+    let res = send(report(healthy)).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.json::<Value>().await.unwrap()["accepted"], true);
+    let dev = app.get_json(&format!("/api/v1/devices/{}", d.id)).await;
+    assert_eq!(dev["health"]["models"][0]["inference_count"], 100);
+}
