@@ -747,3 +747,79 @@ async fn transitions_reach_webhooks_signed_with_hmac() {
     events.sort();
     assert_eq!(events, ["created", "paused"]);
 }
+
+impl Fixture {
+    /// Device `i` reports `n` inferences of `version` with `errors` failing.
+    async fn report_one(&self, i: usize, version: &str, n: u64, errors: u64) {
+        let d = &self.devices[i];
+        let seq = self.seq.get() + 1;
+        self.seq.set(seq);
+        let now = u64::try_from(Utc::now().timestamp()).unwrap();
+        let res = self
+            .app
+            .client
+            .post(self.app.url("/api/v1/agent/report"))
+            .bearer_auth(&d.credential)
+            .json(&json!({"report_seq": seq, "created_at": now, "applied_sequence": 1,
+                "slots": [{"model": "fraud", "version": version, "state": "active", "active_version": version}],
+                "health": {"start": now - 10, "end": now, "models": [{"model": "fraud", "version": version,
+                    "inference_count": n, "error_count": errors,
+                    "latency_ms": {"p50": 0.4, "p95": 1.0, "p99": 1.5}}]}}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+    }
+
+    async fn one_stage_rollout(&self) -> String {
+        let r = self
+            .create(
+                json!({"model": "fraud", "version": "1.2.0", "selector": "site=a",
+                "policy": {"stages": [{"percent": 100, "bake_secs": 60,
+                                       "gates": {"max_error_rate": 0.05}}],
+                           "on_failure": "rollback"}}),
+            )
+            .await;
+        r["id"].as_str().unwrap().to_owned()
+    }
+}
+
+both_backends!(
+    one_device_claiming_a_huge_clean_window_cannot_carry_a_failing_gate,
+    one_device_claiming_a_huge_clean_window_cannot_carry_a_failing_gate_on
+);
+async fn one_device_claiming_a_huge_clean_window_cannot_carry_a_failing_gate_on(db: Db) {
+    let f = Fixture::new(db, 4).await;
+    let id = f.one_stage_rollout().await;
+    // Three devices fail half their requests; the fourth claims a million clean ones, which
+    // summed naively would make the error rate 0.00015.
+    for i in 0..3 {
+        f.report_one(i, "1.2.0", 100, 50).await;
+    }
+    f.report_one(3, "1.2.0", 1_000_000, 0).await;
+    f.tick().await;
+    let shown = f.show(&id).await;
+    assert_eq!(shown["state"], "rolled_back", "{shown:#}");
+    assert!(shown["reason"].as_str().unwrap().contains("max_error_rate"));
+}
+
+both_backends!(
+    one_device_reporting_many_errors_cannot_force_a_rollback,
+    one_device_reporting_many_errors_cannot_force_a_rollback_on
+);
+async fn one_device_reporting_many_errors_cannot_force_a_rollback_on(db: Db) {
+    let f = Fixture::new(db, 4).await;
+    let id = f.one_stage_rollout().await;
+    for i in 0..3 {
+        f.report_one(i, "1.2.0", 100, 0).await;
+    }
+    f.report_one(3, "1.2.0", 100, 100).await;
+    f.tick().await;
+    let shown = f.show(&id).await;
+    assert_eq!(shown["state"], "running", "{shown:#}");
+    let error_gate = gate(&shown["gates"], "max_error_rate");
+    assert_eq!(error_gate["status"], "pass", "{error_gate}");
+    f.advance(61);
+    f.tick().await;
+    assert_eq!(f.show(&id).await["state"], "completed");
+}
