@@ -289,3 +289,51 @@ async fn device_reporting_an_impossible_health_window_is_refused_on(db: Db) {
     let dev = app.get_json(&format!("/api/v1/devices/{}", d.id)).await;
     assert_eq!(dev["health"]["models"][0]["inference_count"], 100);
 }
+
+both_backends!(
+    device_cannot_download_an_artifact_only_another_device_is_given,
+    device_cannot_download_an_artifact_only_another_device_is_given_on
+);
+async fn device_cannot_download_an_artifact_only_another_device_is_given_on(db: Db) {
+    use crate::registry::{sample_model, sha256_hex};
+    let app = spawn_app(db).await;
+    app.with_fraud_versions().await;
+    assert_eq!(app.deploy("fraud", "1.0.0", "site=a").await.status(), 201);
+    assert_eq!(app.deploy("fraud", "1.1.0", "site=b").await.status(), 201);
+    let a = app.enroll(json!({"site": "a"})).await;
+    let own = sha256_hex(&sample_model("fraud-1.0.0.onnx"));
+    let others = sha256_hex(&sample_model("fraud-1.1.0.onnx"));
+    let get = |hex: String, credential: String| {
+        let c = app.client.clone();
+        let url = app.url(&format!("/api/v1/artifacts/sha256/{hex}"));
+        async move { c.get(url).bearer_auth(credential).send().await.unwrap() }
+    };
+
+    let res = get(own.clone(), a.credential.clone()).await;
+    assert_eq!(res.status(), 200);
+    let cache = res.headers()["cache-control"].to_str().unwrap().to_owned();
+    assert!(cache.starts_with("private"), "{cache}");
+    assert!(!cache.contains("public"), "{cache}");
+
+    // Another device's artifact answers exactly like one that does not exist.
+    let missing = get("0".repeat(64), a.credential.clone()).await;
+    let missing_code = assert_error(missing, 404, "not_found").await;
+    let refused = get(others.clone(), a.credential.clone()).await;
+    let refused_code = assert_error(refused, 404, "not_found").await;
+    assert_eq!(
+        refused_code.replace(&others, "X"),
+        missing_code.replace(&"0".repeat(64), "X")
+    );
+    let head = app
+        .client
+        .head(app.url(&format!("/api/v1/artifacts/sha256/{others}")))
+        .bearer_auth(&a.credential)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status(), 404);
+
+    // Operators keep access to every artifact.
+    let res = get(others, app.admin_token.clone()).await;
+    assert_eq!(res.status(), 200);
+}
