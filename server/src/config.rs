@@ -126,6 +126,9 @@ pub struct Settings {
     /// Milliseconds between rollout-engine passes (one also runs shortly after reports
     /// arrive); 0 turns the engine off on this replica.
     pub rollout_tick_ms: u64,
+    /// Let webhooks call loopback, link-local, private (RFC 1918, ULA), unspecified and
+    /// multicast addresses. Off by default: a webhook URL must not reach inside the network.
+    pub webhook_allow_private_destinations: bool,
 }
 
 fn ser_secret_opt<S: serde::Serializer>(v: &Option<SecretString>, s: S) -> Result<S::Ok, S::Error> {
@@ -159,6 +162,7 @@ impl Default for Settings {
             inference_workers: 0,
             max_inference_body_bytes: flotilla_serving::DEFAULT_BODY_LIMIT,
             rollout_tick_ms: 5000,
+            webhook_allow_private_destinations: false,
         }
     }
 }
@@ -185,6 +189,7 @@ const ENV_KEYS: &[&str] = &[
     "inference_workers",
     "max_inference_body_bytes",
     "rollout_tick_ms",
+    "webhook_allow_private_destinations",
 ];
 
 /// A configuration that cannot be used.
