@@ -126,6 +126,14 @@ error_codes! {
     InvalidRolloutState => "invalid_rollout_state",
     /// The version is yanked and cannot be deployed or rolled out.
     VersionYanked => "version_yanked",
+    /// Only an admin may give a model a signing threshold below the global one.
+    ThresholdBelowGlobal => "threshold_below_global",
+    /// An agent report describes a health window that cannot have happened.
+    InvalidReport => "invalid_report",
+    /// The device asked for a label its enrollment token does not allow it to set.
+    LabelNotAllowed => "label_not_allowed",
+    /// A webhook URL points at a destination the server will not call (loopback, private...).
+    WebhookDestinationRefused => "webhook_destination_refused",
 }
 
 #[cfg(test)]

@@ -310,8 +310,12 @@ impl FromRequest for DevicePrincipal {
 }
 
 /// Someone allowed to read artifacts: an API token with read access or an active device.
+/// A device may read only the artifacts its desired state names (checked by the route).
 #[derive(Debug, Clone)]
-pub struct ArtifactReader;
+pub struct ArtifactReader {
+    /// The device asking, when the credential is a device's.
+    pub device: Option<uuid::Uuid>,
+}
 
 impl FromRequest for ArtifactReader {
     type Error = ApiError;
@@ -324,12 +328,14 @@ impl FromRequest for ArtifactReader {
                 .map(|t| t.starts_with(crate::domain::fleet::DEVICE_PREFIX))
                 .unwrap_or(false);
             if is_device {
-                authenticate_device(req).await.map(|_| ArtifactReader)
+                authenticate_device(req)
+                    .await
+                    .map(|d| ArtifactReader { device: Some(d.id) })
             } else {
                 authenticate(req)
                     .await?
                     .require(Permission::Read)
-                    .map(|_| ArtifactReader)
+                    .map(|_| ArtifactReader { device: None })
             }
         })
     }

@@ -134,6 +134,9 @@ pub struct Settings {
     /// (`FLOTILLA_SERVER_KEY`), instead of the database. Redacted in `Debug`.
     #[serde(serialize_with = "ser_secret_opt")]
     pub server_key: Option<SecretString>,
+    /// Let webhooks call loopback, link-local, private (RFC 1918, ULA), unspecified and
+    /// multicast addresses. Off by default: a webhook URL must not reach inside the network.
+    pub webhook_allow_private_destinations: bool,
 }
 
 fn ser_secret_opt<S: serde::Serializer>(v: &Option<SecretString>, s: S) -> Result<S::Ok, S::Error> {
@@ -169,6 +172,7 @@ impl Default for Settings {
             rollout_tick_ms: 5000,
             server_key_file: None,
             server_key: None,
+            webhook_allow_private_destinations: false,
         }
     }
 }
@@ -197,6 +201,7 @@ const ENV_KEYS: &[&str] = &[
     "rollout_tick_ms",
     "server_key_file",
     "server_key",
+    "webhook_allow_private_destinations",
 ];
 
 /// A configuration that cannot be used.

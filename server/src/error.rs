@@ -149,6 +149,7 @@ impl From<crate::domain::DomainError> for ApiError {
         use crate::domain::Kind;
         let status = match e.kind {
             Kind::Invalid => StatusCode::BAD_REQUEST,
+            Kind::Forbidden => StatusCode::FORBIDDEN,
             Kind::NotFound => StatusCode::NOT_FOUND,
             Kind::Conflict => StatusCode::CONFLICT,
             Kind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,

@@ -36,6 +36,13 @@ pub async fn audit_trail(
     if path == flotilla_protocol::routes::AGENT_REPORT && res.status().is_success() {
         return Ok(res);
     }
+    // No route matched, so no handler ran and nothing changed; and no handler authenticated
+    // the caller, so recording it would let anyone fill the audit log anonymously.
+    if res.request().match_pattern().is_none()
+        && res.request().extensions().get::<Principal>().is_none()
+    {
+        return Ok(res);
+    }
     if let Some(state) = state {
         let request = res.request();
         let principal = request.extensions().get::<Principal>().cloned();

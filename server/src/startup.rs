@@ -154,7 +154,7 @@ impl Application {
             Arc::new(RolloutEngine::new(
                 store.clone(),
                 clock,
-                Webhooks::new(store.clone()),
+                Webhooks::new(store.clone(), settings.webhook_allow_private_destinations),
                 Box::new(move || fleet_changed(&changes, &store2)),
             ))
         };

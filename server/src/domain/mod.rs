@@ -6,6 +6,7 @@ pub mod health_history;
 pub mod names;
 pub mod placement;
 pub mod registry;
+pub mod reports;
 pub mod rollouts;
 
 use flotilla_protocol::ErrorCode;
@@ -18,6 +19,8 @@ use crate::store::StoreError;
 pub enum Kind {
     /// The request is wrong (400).
     Invalid,
+    /// The caller may not do this (403).
+    Forbidden,
     /// The thing addressed does not exist (404).
     NotFound,
     /// The request conflicts with what is stored (409).
@@ -48,6 +51,15 @@ impl DomainError {
     pub fn invalid(code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
             kind: Kind::Invalid,
+            code,
+            message: message.into(),
+            cause: None,
+        }
+    }
+    /// A 403-class failure: the caller is known but may not do this.
+    pub fn forbidden(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            kind: Kind::Forbidden,
             code,
             message: message.into(),
             cause: None,

@@ -149,12 +149,32 @@ pub async fn trust_root(store: &dyn Store) -> Result<TrustRoot, DomainError> {
     })
 }
 
+/// Who is asking for a per-model signing threshold, which decides how low it may go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ThresholdAuthority {
+    /// An admin: may set any threshold of at least 1, also below the global one.
+    Admin,
+    /// Anyone else (a publisher): at least the global threshold. A publisher lowering its own
+    /// model's threshold would let one stolen key publish where the fleet asked for several.
+    AtLeastGlobal,
+}
+
+/// A created model and the global threshold its own was checked against (for the audit log).
+#[derive(Debug)]
+pub struct CreatedModel {
+    /// The stored model.
+    pub model: ModelRecord,
+    /// The global signing threshold at the time.
+    pub global_threshold: u32,
+}
+
 /// Creates a model.
 pub async fn create_model(
     store: &dyn Store,
     req: &CreateModelRequest,
+    authority: ThresholdAuthority,
     now: DateTime<Utc>,
-) -> Result<ModelRecord, DomainError> {
+) -> Result<CreatedModel, DomainError> {
     let name = ModelName::parse(&req.name)?;
     if req.description.chars().count() > 2000 {
         return Err(DomainError::invalid(
@@ -167,6 +187,17 @@ pub async fn create_model(
             ErrorCode::InvalidArgument,
             "signing_threshold must be at least 1",
         ));
+    }
+    let global = global_threshold(store).await?;
+    if let Some(threshold) = req.signing_threshold {
+        if threshold < global && authority != ThresholdAuthority::Admin {
+            return Err(DomainError::forbidden(
+                ErrorCode::ThresholdBelowGlobal,
+                format!(
+                    "signing_threshold {threshold} is below the global threshold {global}; only an admin may lower a model's threshold"
+                ),
+            ));
+        }
     }
     for (k, v) in &req.labels {
         parse_label_name("label key", k)?;
@@ -192,7 +223,10 @@ pub async fn create_model(
         ),
         other => other.into(),
     })?;
-    Ok(model)
+    Ok(CreatedModel {
+        model,
+        global_threshold: global,
+    })
 }
 
 /// A model by name, or 404.

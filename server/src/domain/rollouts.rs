@@ -15,7 +15,7 @@ use flotilla_protocol::rollouts::{
 };
 use flotilla_protocol::ErrorCode;
 use sha2::{Digest, Sha256};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use uuid::Uuid;
 
 use super::fleet::{matches, parse_selector, selector_text, Selector};
@@ -447,6 +447,77 @@ impl Figures {
     fn p95(&self) -> Option<f64> {
         (self.inferences > 0).then(|| self.p95_weighted / self.inferences as f64)
     }
+
+    fn add(&mut self, other: &Figures) {
+        self.inferences = self.inferences.saturating_add(other.inferences);
+        self.errors = self.errors.saturating_add(other.errors);
+        self.p95_weighted += other.p95_weighted;
+        self.compared = self.compared.saturating_add(other.compared);
+        self.agreed = self.agreed.saturating_add(other.agreed);
+    }
+
+    /// These figures scaled down so they weigh as `cap` inferences (ratios are unchanged).
+    fn capped(&self, cap: u64) -> Figures {
+        if self.inferences <= cap {
+            return Figures { ..*self };
+        }
+        let f = cap as f64 / self.inferences as f64;
+        let scale = |v: u64| (v as f64 * f).round() as u64;
+        Figures {
+            inferences: cap,
+            errors: scale(self.errors),
+            p95_weighted: self.p95_weighted * f,
+            compared: scale(self.compared),
+            agreed: scale(self.agreed),
+        }
+    }
+
+    fn error_rate(&self) -> f64 {
+        if self.inferences == 0 {
+            if self.errors > 0 {
+                1.0
+            } else {
+                0.0
+            }
+        } else {
+            self.errors as f64 / self.inferences as f64
+        }
+    }
+}
+
+/// How many times the median device's inference count one device may weigh in a gate.
+pub const DEVICE_WEIGHT_CAP: u64 = 4;
+
+/// Combines per-device figures so that no single device decides a gate: each device weighs at
+/// most [`DEVICE_WEIGHT_CAP`] times the median device's inference count (one device claiming
+/// a huge, clean window cannot carry the others), and when at least three devices reported,
+/// the one with the highest error rate is left out of the candidate's figures (one device
+/// cannot sink the others). A bad
+/// version fails on more than one device, so it is still caught.
+fn combine(per_device: &HashMap<Uuid, Figures>, trim_worst: bool) -> Figures {
+    let mut counts: Vec<u64> = per_device.values().map(|f| f.inferences).collect();
+    counts.sort_unstable();
+    let median = counts
+        .get(counts.len().saturating_sub(1) / 2)
+        .copied()
+        .unwrap_or(0);
+    let cap = median.saturating_mul(DEVICE_WEIGHT_CAP).max(1);
+    let mut devices: Vec<(&Uuid, Figures)> = per_device
+        .iter()
+        .map(|(id, f)| (id, f.capped(cap)))
+        .collect();
+    // Deterministic whatever the map's order: worst error rate first, then by id.
+    devices.sort_by(|(a_id, a), (b_id, b)| {
+        b.error_rate()
+            .total_cmp(&a.error_rate())
+            .then_with(|| a_id.cmp(b_id))
+    });
+    let skip = usize::from(trim_worst && devices.len() >= 3);
+    let mut total = Figures::default();
+    for (_, f) in devices.iter().skip(skip) {
+        total.add(f);
+    }
+    total
 }
 
 fn slot_of(device: &DeviceRecord, model: &str) -> Option<SlotStatus> {
@@ -531,8 +602,8 @@ pub fn measure(
             counts.pending += 1;
         }
     }
-    let mut candidate = Figures::default();
-    let mut baseline = Figures::default();
+    let mut candidates: HashMap<Uuid, Figures> = HashMap::new();
+    let mut baselines: HashMap<Uuid, Figures> = HashMap::new();
     let mut reporting = HashSet::new();
     for (device, at, report) in reports {
         if *at < r.stage_started_at {
@@ -548,6 +619,8 @@ pub fn measure(
         else {
             continue;
         };
+        let candidate = candidates.entry(*device).or_default();
+        let baseline = baselines.entry(*device).or_default();
         for m in window.models.iter().filter(|m| m.model == r.model_name) {
             if in_cohort && r.shadow {
                 if let Some(sh) = m.shadow.as_ref().filter(|s| s.version == r.version) {
@@ -576,6 +649,11 @@ pub fn measure(
             }
         }
     }
+    candidates.retain(|_, f| f.inferences > 0 || f.errors > 0);
+    baselines.retain(|_, f| f.inferences > 0);
+    let candidate = combine(&candidates, true);
+    // The baseline is only capped: its errors are not judged.
+    let baseline = combine(&baselines, false);
     counts.reporting = reporting.len() as u64;
     let baked =
         now >= r.stage_started_at + Duration::seconds(i64::try_from(stage.bake_secs).unwrap_or(0));

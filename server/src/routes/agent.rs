@@ -205,6 +205,15 @@ pub async fn report(
             "report slots must name valid models (at most 256)",
         ));
     }
+    if let Some(window) = &report.health {
+        crate::domain::reports::validate_health(window).map_err(|e| {
+            ApiError::new(
+                actix_web::http::StatusCode::UNPROCESSABLE_ENTITY,
+                flotilla_protocol::ErrorCode::InvalidReport,
+                e.to_string(),
+            )
+        })?;
+    }
     let slot_status = serde_json::to_value(&report.slots).map_err(ApiError::internal)?;
     let health = report
         .health

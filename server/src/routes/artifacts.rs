@@ -14,7 +14,42 @@ use crate::blob::{BlobError, Sha256Digest};
 use crate::error::ApiError;
 use crate::startup::AppState;
 
-const IMMUTABLE: &str = "public, max-age=31536000, immutable";
+/// `private`: answers need a credential (and a device may read only its own artifacts), so
+/// shared caches must not keep them; the bytes never change, so the client may keep them.
+const IMMUTABLE: &str = "private, max-age=31536000, immutable";
+
+/// A device may read an artifact only while its desired state names it (a slot's model or a
+/// rollout's shadow candidate); anything else answers exactly like a missing artifact, so a
+/// device cannot learn what else the server stores.
+async fn check_reader(
+    state: &AppState,
+    reader: &ArtifactReader,
+    digest: &Sha256Digest,
+) -> Result<(), ApiError> {
+    let Some(id) = reader.device else {
+        return Ok(());
+    };
+    let generation = *state.fleet_changes.borrow();
+    let device = state
+        .store
+        .get_device(id)
+        .await?
+        .ok_or_else(|| ApiError::unauthorized("this device no longer exists"))?;
+    let view = state
+        .checkin
+        .fleet_view(state.store.as_ref(), generation)
+        .await?;
+    let hex = digest.to_hex();
+    let named = view
+        .slots(&device)
+        .iter()
+        .any(|s| s.sha256 == hex || s.shadow.as_ref().is_some_and(|sh| sh.sha256 == hex));
+    if named {
+        Ok(())
+    } else {
+        Err(ApiError::not_found(format!("artifact {digest} not found")))
+    }
+}
 
 fn parse_digest(hex: &str) -> Result<Sha256Digest, ApiError> {
     Sha256Digest::parse_hex(hex).ok_or_else(|| {
@@ -125,11 +160,12 @@ pub async fn upload(
 )]
 #[head("/artifacts/sha256/{hex}")]
 pub async fn exists(
-    _reader: ArtifactReader,
+    reader: ArtifactReader,
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let digest = parse_digest(&path)?;
+    check_reader(&state, &reader, &digest).await?;
     match state.blobs.size(&digest).await.map_err(blob_error)? {
         // A sized, never-polled body: actix writes its length as Content-Length and, for HEAD,
         // sends no body.
@@ -162,11 +198,12 @@ pub async fn exists(
 #[get("/artifacts/sha256/{hex}")]
 pub async fn download(
     req: HttpRequest,
-    _reader: ArtifactReader,
+    reader: ArtifactReader,
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let digest = parse_digest(&path)?;
+    check_reader(&state, &reader, &digest).await?;
     let tag = etag(&digest);
     let size = state
         .blobs

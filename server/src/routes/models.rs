@@ -9,11 +9,12 @@ use flotilla_protocol::registry::{
 use serde_json::json;
 
 use crate::auth::{audit_detail, Permission, Principal};
-use crate::domain::registry::{self, PublishContext};
+use crate::domain::registry::{self, PublishContext, ThresholdAuthority};
 use crate::error::ApiError;
 use crate::routes::rfc3339;
 use crate::startup::AppState;
 use crate::store::{ModelRecord, Store, VersionRecord};
+use flotilla_protocol::tokens::Role;
 
 pub(crate) fn version_info(v: &VersionRecord) -> ModelVersionInfo {
     ModelVersionInfo {
@@ -69,8 +70,22 @@ pub async fn create_model(
     body: web::Json<CreateModelRequest>,
 ) -> Result<HttpResponse, ApiError> {
     principal.require(Permission::Publish)?;
-    let model = registry::create_model(state.store.as_ref(), &body, Utc::now()).await?;
-    audit_detail(&req, json!({"model": model.name}));
+    let authority = if principal.role == Role::Admin {
+        ThresholdAuthority::Admin
+    } else {
+        ThresholdAuthority::AtLeastGlobal
+    };
+    let created =
+        registry::create_model(state.store.as_ref(), &body, authority, Utc::now()).await?;
+    let model = created.model;
+    audit_detail(
+        &req,
+        json!({
+            "model": model.name,
+            "signing_threshold": model.signing_threshold,
+            "global_threshold": created.global_threshold,
+        }),
+    );
     Ok(HttpResponse::Created().json(model_info(state.store.as_ref(), &model).await?))
 }
 

@@ -373,6 +373,15 @@ pub async fn create_webhook(
             "url must be an absolute http:// or https:// URL (at most 2048 characters)",
         ));
     }
+    if let Err(reason) =
+        crate::webhooks::check_url(url, state.settings.webhook_allow_private_destinations)
+    {
+        return Err(ApiError::new(
+            actix_web::http::StatusCode::UNPROCESSABLE_ENTITY,
+            flotilla_protocol::ErrorCode::WebhookDestinationRefused,
+            reason,
+        ));
+    }
     let secret = match body.secret.as_deref().map(str::trim) {
         Some(s) if s.len() < 16 => {
             return Err(ApiError::invalid("secret must be at least 16 characters"))
@@ -388,7 +397,11 @@ pub async fn create_webhook(
         created_at: state.rollouts.now(),
     };
     state.store.insert_webhook(&w).await?;
-    audit_detail(&req, json!({"webhook_id": w.id, "url": w.url}));
+    // User-info in a URL is a credential: the audit log never sees it.
+    audit_detail(
+        &req,
+        json!({"webhook_id": w.id, "url": crate::webhooks::redacted(&w.url)}),
+    );
     Ok(HttpResponse::Created().json(webhook_info(&w, true)))
 }
 

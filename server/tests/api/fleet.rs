@@ -676,7 +676,7 @@ async fn placement_compares_versions_per_device_class() {
             "health": {"start": now() - 60, "end": now(), "memory_rss_bytes": 20_000_000u64,
                        "models": [{"model": "fraud", "version": version, "inference_count": n,
                                    "error_count": 0, "escalations": escalations,
-                                   "escalation_fallbacks": 1,
+                                   "escalation_fallbacks": escalations.min(1),
                                    "escalation_latency_ms": {"p50": 3.0, "p95": 6.0, "p99": 9.0},
                                    "latency_ms": {"p50": p95 / 2.0, "p95": p95, "p99": p95}}]},
         })

@@ -77,8 +77,21 @@ pub async fn spawn_app_with(db: Db, tweak: impl FnOnce(&mut Settings)) -> TestAp
 
 /// The app with the rollouts' clock set by the test and the engine's own loop off: the test runs
 /// engine passes with `app.engine.tick()`.
-pub async fn spawn_app_with_clock(db: Db, clock: Arc<ManualClock>) -> TestApp {
-    spawn_app_inner(db, |s| s.rollout_tick_ms = 0, Some(clock)).await
+/// Settings may be changed by `tweak`.
+pub async fn spawn_app_with_clock_and(
+    db: Db,
+    clock: Arc<ManualClock>,
+    tweak: impl FnOnce(&mut Settings),
+) -> TestApp {
+    spawn_app_inner(
+        db,
+        |s| {
+            s.rollout_tick_ms = 0;
+            tweak(s);
+        },
+        Some(clock),
+    )
+    .await
 }
 
 async fn spawn_app_inner(

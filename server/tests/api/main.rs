@@ -18,3 +18,4 @@ mod server_key;
 mod store;
 mod tls;
 mod tokens;
+mod trust;

@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 use std::sync::Arc;
 
 use crate::fleet::Device;
-use crate::helpers::{assert_error, both_backends, spawn_app_with_clock, Db, TestApp};
+use crate::helpers::{assert_error, both_backends, Db, TestApp};
 use crate::registry::sample_model;
 
 struct Fixture {
@@ -37,8 +37,16 @@ fn bucket(rollout: &str, device: &str) -> u32 {
 impl Fixture {
     /// fraud 1.0.0 deployed to `site=a` on `n` devices; 1.1.0 and the faulty 1.2.0 published.
     async fn new(db: Db, n: usize) -> Fixture {
+        Self::new_with(db, n, |_| {}).await
+    }
+
+    async fn new_with(
+        db: Db,
+        n: usize,
+        tweak: impl FnOnce(&mut flotilla_server::config::Settings),
+    ) -> Fixture {
         let clock = Arc::new(ManualClock::new(start()));
-        let app = spawn_app_with_clock(db, clock.clone()).await;
+        let app = crate::helpers::spawn_app_with_clock_and(db, clock.clone(), tweak).await;
         let p = app.with_publisher().await;
         for (file, v) in [
             ("fraud-1.0.0.onnx", "1.0.0"),
@@ -681,7 +689,11 @@ async fn transitions_reach_webhooks_signed_with_hmac() {
     let port = receiver.addrs()[0].port();
     tokio::spawn(receiver.run());
 
-    let f = Fixture::new(Db::Sqlite, 4).await;
+    // The receiver is on loopback, which a webhook may call only when the server allows it.
+    let f = Fixture::new_with(Db::Sqlite, 4, |s| {
+        s.webhook_allow_private_destinations = true
+    })
+    .await;
     let hook = |body: Value| f.post("/api/v1/webhooks", body);
     assert_error(
         hook(json!({"url": "ftp://x/hook"})).await,
@@ -746,4 +758,149 @@ async fn transitions_reach_webhooks_signed_with_hmac() {
     }
     events.sort();
     assert_eq!(events, ["created", "paused"]);
+}
+
+impl Fixture {
+    /// Device `i` reports `n` inferences of `version` with `errors` failing.
+    async fn report_one(&self, i: usize, version: &str, n: u64, errors: u64) {
+        let d = &self.devices[i];
+        let seq = self.seq.get() + 1;
+        self.seq.set(seq);
+        let now = u64::try_from(Utc::now().timestamp()).unwrap();
+        let res = self
+            .app
+            .client
+            .post(self.app.url("/api/v1/agent/report"))
+            .bearer_auth(&d.credential)
+            .json(&json!({"report_seq": seq, "created_at": now, "applied_sequence": 1,
+                "slots": [{"model": "fraud", "version": version, "state": "active", "active_version": version}],
+                "health": {"start": now - 10, "end": now, "models": [{"model": "fraud", "version": version,
+                    "inference_count": n, "error_count": errors,
+                    "latency_ms": {"p50": 0.4, "p95": 1.0, "p99": 1.5}}]}}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+    }
+
+    async fn one_stage_rollout(&self) -> String {
+        let r = self
+            .create(
+                json!({"model": "fraud", "version": "1.2.0", "selector": "site=a",
+                "policy": {"stages": [{"percent": 100, "bake_secs": 60,
+                                       "gates": {"max_error_rate": 0.05}}],
+                           "on_failure": "rollback"}}),
+            )
+            .await;
+        r["id"].as_str().unwrap().to_owned()
+    }
+}
+
+both_backends!(
+    one_device_claiming_a_huge_clean_window_cannot_carry_a_failing_gate,
+    one_device_claiming_a_huge_clean_window_cannot_carry_a_failing_gate_on
+);
+async fn one_device_claiming_a_huge_clean_window_cannot_carry_a_failing_gate_on(db: Db) {
+    let f = Fixture::new(db, 4).await;
+    let id = f.one_stage_rollout().await;
+    // Three devices fail half their requests; the fourth claims a million clean ones, which
+    // summed naively would make the error rate 0.00015.
+    for i in 0..3 {
+        f.report_one(i, "1.2.0", 100, 50).await;
+    }
+    f.report_one(3, "1.2.0", 1_000_000, 0).await;
+    f.tick().await;
+    let shown = f.show(&id).await;
+    assert_eq!(shown["state"], "rolled_back", "{shown:#}");
+    assert!(shown["reason"].as_str().unwrap().contains("max_error_rate"));
+}
+
+both_backends!(
+    one_device_reporting_many_errors_cannot_force_a_rollback,
+    one_device_reporting_many_errors_cannot_force_a_rollback_on
+);
+async fn one_device_reporting_many_errors_cannot_force_a_rollback_on(db: Db) {
+    let f = Fixture::new(db, 4).await;
+    let id = f.one_stage_rollout().await;
+    for i in 0..3 {
+        f.report_one(i, "1.2.0", 100, 0).await;
+    }
+    f.report_one(3, "1.2.0", 100, 100).await;
+    f.tick().await;
+    let shown = f.show(&id).await;
+    assert_eq!(shown["state"], "running", "{shown:#}");
+    let error_gate = gate(&shown["gates"], "max_error_rate");
+    assert_eq!(error_gate["status"], "pass", "{error_gate}");
+    f.advance(61);
+    f.tick().await;
+    assert_eq!(f.show(&id).await["state"], "completed");
+}
+
+both_backends!(
+    webhooks_cannot_reach_inside_the_network,
+    webhooks_cannot_reach_inside_the_network_on
+);
+async fn webhooks_cannot_reach_inside_the_network_on(db: Db) {
+    let f = Fixture::new(db, 1).await;
+    for url in [
+        "http://127.0.0.1:8080/hook",
+        "http://localhost/hook",
+        "http://[::1]/hook",
+        "http://10.0.0.5/hook",
+        "http://192.168.1.1/hook",
+        "http://172.16.0.1/hook",
+        "http://169.254.169.254/latest/meta-data",
+        "http://[fd00::1]/hook",
+        "http://[fe80::1]/hook",
+        "http://0.0.0.0/hook",
+        "http://224.0.0.1/hook",
+        "http://[::ffff:127.0.0.1]/hook",
+    ] {
+        let res = f.post("/api/v1/webhooks", json!({"url": url})).await;
+        assert_error(res, 422, "webhook_destination_refused").await;
+    }
+    assert_eq!(
+        f.app.get_json("/api/v1/webhooks").await["webhooks"]
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
+}
+
+#[tokio::test]
+async fn webhook_credentials_in_the_url_never_reach_the_audit_log() {
+    let f = Fixture::new(Db::Sqlite, 1).await;
+    let res = f
+        .post(
+            "/api/v1/webhooks",
+            json!({"url": "https://hookuser:hunter2-secret@hooks.example.com/x"}),
+        )
+        .await;
+    assert_eq!(res.status(), 201);
+    let audit = f.app.get_json("/api/v1/audit?limit=5").await;
+    let text = audit.to_string();
+    assert!(!text.contains("hunter2-secret"), "{text}");
+    assert!(!text.contains("hookuser"), "{text}");
+    assert!(text.contains("hooks.example.com"), "{text}");
+}
+
+#[test]
+fn webhook_delivery_refuses_inside_addresses_after_resolution() {
+    use flotilla_server::webhooks::{check_url, destination_refused};
+    for ip in [
+        "127.0.0.1",
+        "10.1.2.3",
+        "::1",
+        "fd12::1",
+        "169.254.1.1",
+        "100.64.0.1",
+    ] {
+        assert!(destination_refused(ip.parse().unwrap()), "{ip}");
+    }
+    for ip in ["93.184.216.34", "2606:2800:220:1:248:1893:25c8:1946"] {
+        assert!(!destination_refused(ip.parse().unwrap()), "{ip}");
+    }
+    assert!(check_url("http://127.0.0.1/x", true).is_ok());
+    assert!(check_url("http://127.0.0.1/x", false).is_err());
 }
