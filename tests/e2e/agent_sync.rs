@@ -173,22 +173,54 @@ async fn the_signed_sample_input_stops_a_model_that_passes_on_zeros() {
     assert_eq!(sink.version("fraud").as_deref(), Some("1.2.1"));
 }
 
-#[tokio::test]
-async fn refuses_what_a_compromised_server_sends_and_keeps_serving() {
+/// Serves `bytes` to every request, as an attacker's own file server would: returns its URL.
+async fn serve_bytes(bytes: Vec<u8>) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/artifact", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let bytes = bytes.clone();
+            tokio::spawn(async move {
+                let mut head = [0u8; 4096];
+                let _ = conn.read(&mut head).await;
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    bytes.len()
+                );
+                let _ = conn.write_all(answer.as_bytes()).await;
+                let _ = conn.write_all(&bytes).await;
+            });
+        }
+    });
+    url
+}
+
+/// A fleet with fraud 1.0.0 and 1.1.0 published and `deployed` deployed, and one agent serving
+/// it: the fleet, the agent's directory, its sink, the agent and its device id.
+async fn one_agent_serving(
+    deployed: &str,
+) -> (Fleet, tempfile::TempDir, Arc<MapSink>, Updater, String) {
     let fleet = Fleet::start().await;
     fleet.publish("fraud-1.0.0.onnx", "1.0.0", Some(1)).await;
     fleet.publish("fraud-1.1.0.onnx", "1.1.0", Some(2)).await;
-    fleet.deploy("1.1.0").await;
+    fleet.deploy(deployed).await;
     let dir = tempfile::tempdir().unwrap();
     let sink = Arc::new(MapSink::default());
     let mut agent = fleet.agent(dir.path(), sink.clone()).await;
     agent.cycle(Duration::from_secs(0)).await.unwrap();
-    assert_eq!(sink.version("fraud").as_deref(), Some("1.1.0"));
+    assert_eq!(sink.version("fraud").as_deref(), Some(deployed));
     let device_id = fleet.call("GET", "/api/v1/devices", Value::Null, 200).await["devices"][0]
         ["id"]
         .as_str()
         .unwrap()
         .to_owned();
+    (fleet, dir, sink, agent, device_id)
+}
+
+#[tokio::test]
+async fn refuses_what_a_compromised_server_sends_and_keeps_serving() {
+    let (fleet, dir, sink, mut agent, device_id) = one_agent_serving("1.1.0").await;
 
     // The attacker holds the server key (the worst case) but not the publisher keys.
     let server_key = fleet.server_key().await;
@@ -287,13 +319,14 @@ async fn refuses_what_a_compromised_server_sends_and_keeps_serving() {
     let faulty = model_bytes("fraud-1.2.0-faulty.onnx");
     let mut tampered = faulty.clone();
     tampered[100] ^= 1;
-    fleet.upload_raw(&tampered).await;
+    // Served by the attacker itself: the real server hands a device only the artifacts its
+    // stored desired state names.
     let mut swapped = good_slot(
         &faulty,
         "4.0.0",
         sign(&fleet.publisher, &faulty, "fraud", "4.0.0", Some(10), None),
     );
-    swapped.url = format!("/api/v1/artifacts/sha256/{}", hex_sha(&tampered));
+    swapped.url = serve_bytes(tampered).await;
     agent.apply(&envelope(vec![swapped])).await.unwrap();
     assert!(
         failure(&agent).starts_with("artifact_digest_mismatch"),
@@ -304,14 +337,13 @@ async fn refuses_what_a_compromised_server_sends_and_keeps_serving() {
 
     // 4b. More bytes than the signed size ("endless data"): the download stops at the size.
     let big = model_bytes("vision-cnn-1.0.0.onnx");
-    fleet.upload_raw(&big).await;
     let small = b"a small signed file".repeat(50);
     let mut endless = good_slot(
         &small,
         "4.0.1",
         sign(&fleet.publisher, &small, "fraud", "4.0.1", Some(11), None),
     );
-    endless.url = format!("/api/v1/artifacts/sha256/{}", hex_sha(&big));
+    endless.url = serve_bytes(big).await;
     agent.apply(&envelope(vec![endless])).await.unwrap();
     assert!(
         failure(&agent).starts_with("download_refused"),
@@ -387,20 +419,7 @@ async fn refuses_what_a_compromised_server_sends_and_keeps_serving() {
 
 #[tokio::test]
 async fn a_forged_sequence_jump_is_overtaken_by_the_server_and_the_device_recovers() {
-    let fleet = Fleet::start().await;
-    fleet.publish("fraud-1.0.0.onnx", "1.0.0", Some(1)).await;
-    fleet.publish("fraud-1.1.0.onnx", "1.1.0", Some(2)).await;
-    fleet.deploy("1.0.0").await;
-    let dir = tempfile::tempdir().unwrap();
-    let sink = Arc::new(MapSink::default());
-    let mut agent = fleet.agent(dir.path(), sink.clone()).await;
-    agent.cycle(Duration::from_secs(0)).await.unwrap();
-    assert_eq!(sink.version("fraud").as_deref(), Some("1.0.0"));
-    let device_id = fleet.call("GET", "/api/v1/devices", Value::Null, 200).await["devices"][0]
-        ["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let (fleet, _dir, sink, mut agent, device_id) = one_agent_serving("1.0.0").await;
 
     // Someone holding the server key pushes the device's sequence far ahead (within the jump
     // a device accepts): every state the real server signs is now a "replay" to it.

@@ -176,22 +176,6 @@ impl Fleet {
         .await;
     }
 
-    pub(crate) async fn upload_raw(&self, bytes: &[u8]) {
-        let res = self
-            .client
-            .put(format!(
-                "{}/api/v1/artifacts/sha256/{}",
-                self.base,
-                hex_sha(bytes)
-            ))
-            .bearer_auth(&self.admin)
-            .body(bytes.to_vec())
-            .send()
-            .await
-            .unwrap();
-        assert!(res.status().is_success());
-    }
-
     pub(crate) async fn deploy(&self, version: &str) {
         let res = self
             .client

@@ -2,11 +2,11 @@
 //! Exactly the inputs the device is unsure about go to the server's model (counted by the agent
 //! and by the server), and with the server gone the device still answers every request.
 
-use flotilla_e2e::{expected_model, free_port, outputs_match};
+use flotilla_e2e::{expected_model, free_port, outputs_match, Proc};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
-use crate::agent_process::{start_agent, start_agent_with, wait_serving, write_trust_root};
+use crate::agent_process::{start_agent_with, wait_serving, write_trust_root};
 use crate::fleet::Fleet;
 
 /// Threshold between the sample rows' confidences under fraud 1.0.0 (none is within 0.01).
@@ -64,6 +64,40 @@ async fn infer_one(http: &reqwest::Client, url: &str, request: &Value) -> Value 
         .unwrap()
 }
 
+/// Deploys fraud 1.0.0 to `site=a` with a policy that escalates below `threshold` to the
+/// server's 1.1.0, and starts an agent (with `flags`) serving it: its directory, process, port.
+async fn serving_with_escalation(
+    fleet: &Fleet,
+    threshold: f64,
+    flags: &[&str],
+) -> (tempfile::TempDir, Proc, u16) {
+    fleet
+        .call(
+            "PUT",
+            "/api/v1/deployments",
+            json!({"model": "fraud", "version": "1.0.0", "selector": "site=a",
+                   "escalation": {"output": "probabilities", "threshold": threshold,
+                                  "server_model": "fraud", "server_version": "1.1.0",
+                                  "timeout_ms": 5000}}),
+            201,
+        )
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let trust = write_trust_root(fleet, dir.path()).await;
+    let port = free_port();
+    let token = fleet.enrollment_token().await;
+    let agent = start_agent_with(
+        fleet,
+        &dir.path().join("state"),
+        &trust,
+        port,
+        Some(&token),
+        flags,
+    );
+    wait_serving(&reqwest::Client::new(), port, Duration::from_secs(60)).await;
+    (dir, agent, port)
+}
+
 async fn metric(http: &reqwest::Client, url: &str, line_start: &str) -> f64 {
     let text = http.get(url).send().await.unwrap().text().await.unwrap();
     text.lines()
@@ -77,30 +111,8 @@ async fn only_unsure_inputs_reach_the_server_and_its_absence_costs_no_answer() {
     let fleet = Fleet::start().await;
     fleet.publish("fraud-1.0.0.onnx", "1.0.0", Some(1)).await;
     fleet.publish("fraud-1.1.0.onnx", "1.1.0", Some(2)).await;
-    fleet
-        .call(
-            "PUT",
-            "/api/v1/deployments",
-            json!({"model": "fraud", "version": "1.0.0", "selector": "site=a",
-                   "escalation": {"output": "probabilities", "threshold": THRESHOLD,
-                                  "server_model": "fraud", "server_version": "1.1.0",
-                                  "timeout_ms": 5000}}),
-            201,
-        )
-        .await;
-    let dir = tempfile::tempdir().unwrap();
-    let trust = write_trust_root(&fleet, dir.path()).await;
-    let port = free_port();
-    let token = fleet.enrollment_token().await;
-    let _agent = start_agent(
-        &fleet,
-        &dir.path().join("state"),
-        &trust,
-        port,
-        Some(&token),
-    );
+    let (_dir, _agent, port) = serving_with_escalation(&fleet, THRESHOLD, &[]).await;
     let http = reqwest::Client::new();
-    wait_serving(&http, port, Duration::from_secs(60)).await;
     // The policy arrives with the same desired state as the model, but make sure before
     // counting: an unsure row must come back from the server.
     let rows = rows();
@@ -219,31 +231,8 @@ async fn a_device_provisioned_without_escalation_never_sends_an_input() {
         .await;
     assert_eq!(refused["error"]["code"], "invalid_argument", "{refused}");
     // The server signs a policy that would send every input out (no row is that sure).
-    fleet
-        .call(
-            "PUT",
-            "/api/v1/deployments",
-            json!({"model": "fraud", "version": "1.0.0", "selector": "site=a",
-                   "escalation": {"output": "probabilities", "threshold": 1.0,
-                                  "server_model": "fraud", "server_version": "1.1.0",
-                                  "timeout_ms": 5000}}),
-            201,
-        )
-        .await;
-    let dir = tempfile::tempdir().unwrap();
-    let trust = write_trust_root(&fleet, dir.path()).await;
-    let port = free_port();
-    let token = fleet.enrollment_token().await;
-    let _agent = start_agent_with(
-        &fleet,
-        &dir.path().join("state"),
-        &trust,
-        port,
-        Some(&token),
-        &["--no-escalation"],
-    );
+    let (_dir, _agent, port) = serving_with_escalation(&fleet, 1.0, &["--no-escalation"]).await;
     let http = reqwest::Client::new();
-    wait_serving(&http, port, Duration::from_secs(60)).await;
     let infer = format!("http://127.0.0.1:{port}/v2/models/fraud/infer");
     for (request, local, _) in rows() {
         let answer = infer_one(&http, &infer, &request).await;
