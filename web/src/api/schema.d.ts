@@ -939,6 +939,7 @@ export interface components {
              * @description When the agent made it, Unix seconds.
              */
             created_at: number;
+            desired_state?: null | components["schemas"]["DesiredStateHealth"];
             health?: null | components["schemas"]["HealthWindow"];
             /**
              * Format: int64
@@ -1192,6 +1193,24 @@ export interface components {
             selector?: string;
             /** @description Version to run. */
             version: string;
+        };
+        /**
+         * @description How a device judges its desired state, as its report says: the server learns of a state
+         *     it refused (wrong key, expired, junk) and of a device serving past its state's expiry.
+         */
+        DesiredStateHealth: {
+            /**
+             * Format: int64
+             * @description Seconds since the device last verified a desired state (monotonic), if it has this run.
+             */
+            age_secs?: number | null;
+            refused?: null | components["schemas"]["StateRefusal"];
+            /**
+             * @description True when the last verified state is past its expiry, judged on the device's monotonic
+             *     clock from the newest `issued_at` seen (not its wall clock). The device keeps serving
+             *     its verified models.
+             */
+            stale?: boolean;
         };
         /** @description How many of the current stage's devices are where. */
         DeviceCounts: {
@@ -1950,6 +1969,18 @@ export interface components {
              */
             shadow?: boolean;
         };
+        /** @description A desired state the device refused. */
+        StateRefusal: {
+            /** @description Stable code ([`StateError::code`]). */
+            code: string;
+            /**
+             * Format: int64
+             * @description How many states in a row were refused.
+             */
+            count: number;
+            /** @description Detail. */
+            message: string;
+        };
         /** @description One signature of a [`SignedDesiredState`]. */
         StateSignature: {
             /** @description Key id of the signer (hex sha256 of its SPKI DER). */
@@ -2020,6 +2051,14 @@ export interface components {
          *     unauthenticated fetch.
          */
         TrustRoot: {
+            /**
+             * @description Models whose versions may be signed with bundles that bind only the artifact's digest
+             *     (the upstream `model_signing` tool's), with no Flotilla facts: for them the model name
+             *     and version are the server's word, and the downgrade floor compares semantic versions.
+             *     Every other model needs signed facts. Chosen by whoever provisions the agents
+             *     (`flotilla trust export --digest-only MODEL`), never by the server.
+             */
+            digest_only_models?: string[];
             /** @description Active publisher keys. */
             keys: components["schemas"]["TrustRootKey"][];
             /** @description Per-model thresholds that override `threshold`. */
