@@ -98,6 +98,27 @@ async fn serving_with_escalation(
     (dir, agent, port)
 }
 
+/// How many inferences the server's placement report counts for fraud@`version` on the
+/// server, with the report itself.
+async fn served_by_server(http: &reqwest::Client, fleet: &Fleet, version: &str) -> (u64, Value) {
+    let placement: Value = http
+        .get(format!("{}/api/v1/placement?model=fraud", fleet.base))
+        .bearer_auth(&fleet.admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let served = placement["server"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["version"] == version)
+        .map_or(0, |r| r["inferences"].as_u64().unwrap());
+    (served, placement)
+}
+
 async fn metric(http: &reqwest::Client, url: &str, line_start: &str) -> f64 {
     let text = http.get(url).send().await.unwrap().text().await.unwrap();
     text.lines()
@@ -121,7 +142,6 @@ async fn only_unsure_inputs_reach_the_server_and_its_absence_costs_no_answer() {
     assert!(expected_escalations > 0 && expected_escalations < rows.len());
     let infer = format!("http://127.0.0.1:{port}/v2/models/fraud/infer");
     let agent_metrics = format!("http://127.0.0.1:{port}/metrics");
-    let server_served = format!("{}/api/v1/placement?model=fraud", fleet.base);
     let before = metric(
         &http,
         &agent_metrics,
@@ -152,21 +172,7 @@ async fn only_unsure_inputs_reach_the_server_and_its_absence_costs_no_answer() {
     .await;
     assert_eq!(answered, expected_escalations as f64);
     // ... and on the server, which served 1.1.0 exactly that often.
-    let placement: Value = http
-        .get(&server_served)
-        .bearer_auth(&fleet.admin)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let served = placement["server"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["version"] == "1.1.0")
-        .map_or(0, |r| r["inferences"].as_u64().unwrap());
+    let (served, placement) = served_by_server(&http, &fleet, "1.1.0").await;
     assert_eq!(served, expected_escalations as u64, "{placement}");
 
     // The device reports its escalations in its health window (the latest one is shown).
@@ -242,20 +248,6 @@ async fn a_device_provisioned_without_escalation_never_sends_an_input() {
         );
         outputs_match(&local, &answer["outputs"]).unwrap();
     }
-    let placement: Value = http
-        .get(format!("{}/api/v1/placement?model=fraud", fleet.base))
-        .bearer_auth(&fleet.admin)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let served = placement["server"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["version"] == "1.1.0")
-        .map_or(0, |r| r["inferences"].as_u64().unwrap());
+    let (served, placement) = served_by_server(&http, &fleet, "1.1.0").await;
     assert_eq!(served, 0, "the server answered for the device: {placement}");
 }

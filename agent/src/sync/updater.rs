@@ -198,6 +198,8 @@ impl Updater {
                 .or_default()
                 .raise(&m.version, m.release);
         }
+        let monotonic = monotonic_clock();
+        let time_anchor = (state.highest_issued_at, monotonic());
         Ok(Self {
             dir,
             client,
@@ -215,22 +217,15 @@ impl Updater {
             etag: None,
             last_rejection: None,
             refusal: None,
-            time_anchor: (0, Duration::ZERO),
+            time_anchor,
             was_stale: false,
             current: None,
-            monotonic: Arc::new(|| Duration::ZERO),
+            monotonic,
             last_verified: None,
-        }
-        .with_monotonic_clock(monotonic_clock()))
+        })
     }
 
-    /// Uses `clock` as the monotonic clock (tests move it by hand).
-    pub fn with_monotonic_clock(mut self, clock: MonotonicClock) -> Self {
-        self.set_monotonic_clock(clock);
-        self
-    }
-
-    /// Uses `clock` as the monotonic clock from now on.
+    /// Uses `clock` as the monotonic clock from now on (tests move it by hand).
     pub fn set_monotonic_clock(&mut self, clock: MonotonicClock) {
         self.time_anchor = (
             self.trusted_now().max(self.state.highest_issued_at),

@@ -334,19 +334,9 @@ async fn freshness_is_judged_on_the_monotonic_clock_not_the_wall_clock() {
     let (status, ready) = device.app.get("/v2/health/ready").await;
     assert_eq!(status, 200, "stale is still ready: {ready}");
     assert_eq!(ready["details"]["desired_state"]["stale"], true, "{ready}");
-    let metrics = device
-        .app
-        .client
-        .get(device.app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(
-        metrics.contains("flotilla_agent_desired_state_stale 1"),
-        "{metrics}"
+    assert_eq!(
+        crate::shadow::metric(&device, "flotilla_agent_desired_state_stale ").await,
+        1
     );
     device.updater.queue_report().unwrap();
     let report = newest_report(&device);

@@ -100,7 +100,7 @@ async fn with_shadow(file: &str, version: &str) -> Device {
     device
 }
 
-async fn metric(device: &Device, line_start: &str) -> u64 {
+pub(crate) async fn metric(device: &Device, line_start: &str) -> u64 {
     let text = device
         .app
         .client
