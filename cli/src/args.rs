@@ -448,6 +448,51 @@ pub enum TrustCommand {
         #[arg(long = "digest-only", value_name = "MODEL")]
         digest_only: Vec<String>,
     },
+    /// Rotate the trust root: sign the next root (the server's active keys and thresholds now,
+    /// and its desired-state key) with publisher keys and publish it (admin). Agents accept it
+    /// only when a threshold of their current root's keys and of the new root's keys signed.
+    Rotate {
+        /// A publisher private key to sign with (repeat: old and new keys as the threshold asks).
+        #[arg(long = "key", value_name = "FILE", required = true)]
+        keys: Vec<PathBuf>,
+        /// Name a new server desired-state key (SPKI PEM) instead of the server's current one;
+        /// restart the server with it after publishing.
+        #[arg(long, value_name = "FILE")]
+        server_key: Option<PathBuf>,
+        /// Also accept MODEL's digest-only bundles under the new root (repeatable).
+        #[arg(long = "digest-only", value_name = "MODEL")]
+        digest_only: Vec<String>,
+        /// The trust root the agents have now (a `trust export` file): check the rotation as
+        /// they will before publishing it. The server cannot for the first rotation, having
+        /// never seen that root signed.
+        #[arg(long, value_name = "FILE")]
+        current: Option<PathBuf>,
+        /// Write the signed root to FILE (for more signatures: `flotilla trust sign-root`)
+        /// instead of publishing it.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+        /// Replace FILE if it exists.
+        #[arg(long, requires = "out")]
+        force: bool,
+    },
+    /// Add signatures to a signed trust root file (`trust rotate --out`), in place.
+    SignRoot {
+        /// The signed root.
+        file: PathBuf,
+        /// A publisher private key to sign with (repeatable).
+        #[arg(long = "key", value_name = "FILE", required = true)]
+        keys: Vec<PathBuf>,
+    },
+    /// Publish a signed trust root file for agents to fetch (admin).
+    PublishRoot {
+        /// The signed root.
+        file: PathBuf,
+        /// The trust root the agents have now: check the rotation as they will first.
+        #[arg(long, value_name = "FILE")]
+        current: Option<PathBuf>,
+    },
+    /// List the rotated trust roots.
+    Roots,
 }
 
 /// `flotilla tokens ...`.

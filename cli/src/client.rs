@@ -15,10 +15,11 @@ use flotilla_protocol::devices::{
 use flotilla_protocol::registry::{
     ArtifactStored, CreateModelRequest, CreateVersionRequest, ModelInfo, ModelList,
     ModelVersionInfo, PublisherKeyInfo, PublisherKeyList, RegisterKeyRequest, SetThresholdRequest,
-    TrustRoot, VersionList, YankRequest,
+    TrustRoot, TrustRootChain, VersionList, YankRequest,
 };
 use flotilla_protocol::rollouts::{RolloutInfo, SavedPolicy, WebhookInfo};
 use flotilla_protocol::routes;
+use flotilla_protocol::signing::SignedTrustRoot;
 use flotilla_protocol::tokens::{CreateTokenRequest, CreatedToken, TokenInfo, TokenList, WhoAmI};
 use flotilla_protocol::ApiErrorBody;
 use reqwest::blocking::{Body, RequestBuilder};
@@ -150,6 +151,27 @@ impl Client {
     /// `GET /api/v1/trust-root`.
     pub fn trust_root(&self) -> Result<Fetched<TrustRoot>, CliError> {
         self.call(self.request(Method::GET, routes::TRUST_ROOT, &[]))
+    }
+
+    /// `GET /api/v1/trust/root-draft`.
+    pub fn trust_root_draft(&self) -> Result<Fetched<TrustRoot>, CliError> {
+        self.call(self.request(Method::GET, routes::TRUST_ROOT_DRAFT, &[]))
+    }
+
+    /// `POST /api/v1/trust/roots`.
+    pub fn publish_trust_root(
+        &self,
+        root: &SignedTrustRoot,
+    ) -> Result<Fetched<TrustRoot>, CliError> {
+        self.call(
+            self.request(Method::POST, routes::TRUST_ROOTS, &[])
+                .json(root),
+        )
+    }
+
+    /// `GET /api/v1/trust/roots`.
+    pub fn trust_roots(&self) -> Result<Fetched<TrustRootChain>, CliError> {
+        self.call(self.request(Method::GET, routes::TRUST_ROOTS, &[]))
     }
 
     // ---- models ----

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::process::ExitCode;
 
-use flotilla_protocol::signing::VerifyError;
+use flotilla_protocol::signing::{RootError, VerifyError};
 
 /// Exit code: the server refused the call (4xx) or a signature did not verify.
 pub const EXIT_REFUSED: u8 = 1;
@@ -51,6 +51,9 @@ pub enum CliError {
     /// Local signature verification failed.
     #[error("verification failed: {0}")]
     Verify(#[from] VerifyError),
+    /// A trust root or rotation does not check out (malformed, or not signed as agents need).
+    #[error("{0}")]
+    Root(#[from] RootError),
 }
 
 impl CliError {
@@ -85,6 +88,7 @@ impl CliError {
             CliError::Api { code, .. } => code,
             CliError::BadResponse(_) => "bad_response",
             CliError::Verify(e) => e.code(),
+            CliError::Root(e) => e.code(),
         }
     }
 
@@ -96,7 +100,7 @@ impl CliError {
             CliError::Api { .. } | CliError::Unreachable { .. } | CliError::BadResponse(_) => {
                 EXIT_UNAVAILABLE
             }
-            CliError::Verify(_) => EXIT_REFUSED,
+            CliError::Verify(_) | CliError::Root(_) => EXIT_REFUSED,
         }
     }
 

@@ -528,6 +528,9 @@ pub struct DesiredStateHealth {
     /// Seconds since the device last verified a desired state (monotonic), if it has this run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub age_secs: Option<u64>,
+    /// The serial of the trust root the device checks signatures with (1 until a rotation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trust_root_serial: Option<u64>,
 }
 
 /// A desired state the device refused.

@@ -134,6 +134,16 @@ error_codes! {
     LabelNotAllowed => "label_not_allowed",
     /// A webhook URL points at a destination the server will not call (loopback, private...).
     WebhookDestinationRefused => "webhook_destination_refused",
+    /// A signed trust root is not an envelope of the trust-root type, or not JSON.
+    TrustRootMalformed => "trust_root_malformed",
+    /// A trust root is unusable (bad key, unsatisfiable threshold, unknown format version).
+    TrustRootInvalid => "trust_root_invalid",
+    /// A rotated trust root's serial is not the one after the newest root.
+    TrustRootNotNext => "trust_root_not_next",
+    /// Too few of the current root's keys signed the new trust root.
+    TrustRootNotSignedByCurrent => "trust_root_not_signed_by_current",
+    /// Too few of the new trust root's own keys signed it.
+    TrustRootNotSignedByItself => "trust_root_not_signed_by_itself",
 }
 
 #[cfg(test)]

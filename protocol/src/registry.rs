@@ -80,6 +80,16 @@ pub struct TrustRootKey {
 pub struct TrustRoot {
     /// Format version of this document (1).
     pub version: u32,
+    /// Which root of the chain this is: 1 for a root never rotated, one more for each rotation
+    /// (`flotilla trust rotate`). An agent moves from root N only to a root N+1 signed by a
+    /// threshold of root N's keys and of its own.
+    #[serde(default = "first_serial")]
+    pub serial: u64,
+    /// The server's desired-state key (SPKI PEM) this root vouches for. When set, agents check
+    /// desired states with it instead of the key pinned at enrollment, and a root that names a
+    /// new one resets their sequence floor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_key_pem: Option<String>,
     /// Active publisher keys.
     pub keys: Vec<TrustRootKey>,
     /// Signatures needed from distinct keys, unless a model overrides it.
@@ -94,6 +104,25 @@ pub struct TrustRoot {
     /// (`flotilla trust export --digest-only MODEL`), never by the server.
     #[serde(default, skip_serializing_if = "std::collections::BTreeSet::is_empty")]
     pub digest_only_models: std::collections::BTreeSet<String>,
+}
+
+/// Rotated trust roots, oldest first: `GET /api/v1/trust/roots` and
+/// `GET /api/v1/agent/trust-roots`. An agent checks each against the one before.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct TrustRootChain {
+    /// The signed roots, by serial; at most [`TrustRootChain::MAX_ROOTS`] at once.
+    pub roots: Vec<crate::signing::SignedTrustRoot>,
+}
+
+impl TrustRootChain {
+    /// Roots in one answer; a device further behind asks again from the last one.
+    pub const MAX_ROOTS: u32 = 32;
+}
+
+fn first_serial() -> u64 {
+    1
 }
 
 /// Body of `POST /api/v1/models`.

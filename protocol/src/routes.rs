@@ -22,6 +22,15 @@ pub const PUBLISHER_KEYS: &str = "/api/v1/publisher-keys";
 pub const TRUST_THRESHOLD: &str = "/api/v1/trust/threshold";
 /// The exported trust root for provisioning agents.
 pub const TRUST_ROOT: &str = "/api/v1/trust-root";
+/// What the next trust-root rotation would sign.
+pub const TRUST_ROOT_DRAFT: &str = "/api/v1/trust/root-draft";
+/// Rotated trust roots: publish (admin) and list.
+pub const TRUST_ROOTS: &str = "/api/v1/trust/roots";
+/// Rotated trust roots for devices (device credential), `?after=SERIAL`.
+pub const AGENT_TRUST_ROOTS: &str = "/api/v1/agent/trust-roots";
+/// Response header of the desired-state route: the serial of the newest trust root, so an
+/// agent behind it fetches [`AGENT_TRUST_ROOTS`]. Unsigned; the roots themselves are signed.
+pub const TRUST_ROOT_HEADER: &str = "flotilla-trust-root";
 /// Models.
 pub const MODELS: &str = "/api/v1/models";
 /// Content-addressed artifacts: append `/{hex}`.

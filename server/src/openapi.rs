@@ -38,6 +38,9 @@ pub fn api_routes(cfg: &mut ServiceConfig) {
                 .service(keys::revoke_key)
                 .service(keys::set_threshold)
                 .service(keys::trust_root)
+                .service(keys::trust_root_draft)
+                .service(keys::publish_trust_root)
+                .service(keys::list_trust_roots)
                 .service(models::create_model)
                 .service(models::list_models)
                 .service(models::get_model)
@@ -76,6 +79,7 @@ pub fn api_routes(cfg: &mut ServiceConfig) {
                 .service(rollouts::delete_webhook)
                 .service(agent::enroll)
                 .service(agent::desired_state)
+                .service(keys::agent_trust_roots)
                 .service(agent::report),
         );
 }

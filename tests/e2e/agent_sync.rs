@@ -456,3 +456,74 @@ async fn a_forged_sequence_jump_is_overtaken_by_the_server_and_the_device_recove
     assert_eq!(sink.version("fraud").as_deref(), Some("1.1.0"));
     assert_eq!(agent.state().accepted_sequence, forged + 1);
 }
+
+/// Revoking a publisher key reaches the devices through a trust-root rotation: after it,
+/// a version signed only by the new key installs, where before the device refused it.
+#[tokio::test]
+async fn a_rotated_trust_root_carries_a_new_publisher_key_to_the_devices() {
+    let (fleet, _dir, sink, mut agent, _id) = one_agent_serving("1.0.0").await;
+    let new = SigningKey::generate(&mut rand::rngs::OsRng);
+    fleet
+        .call(
+            "POST",
+            "/api/v1/publisher-keys",
+            json!({"name": "ml-2026", "public_key_pem": new.public_key().to_pem()}),
+            201,
+        )
+        .await;
+    fleet
+        .call(
+            "DELETE",
+            &format!(
+                "/api/v1/publisher-keys/{}",
+                fleet.publisher.public_key().key_id()
+            ),
+            Value::Null,
+            200,
+        )
+        .await;
+    // 1.2.0, signed by the new key alone.
+    let bytes = model_bytes("fraud-1.0.0.onnx");
+    let bundle = sign(&new, &bytes, "fraud", "1.2.0", Some(3), None);
+    fleet
+        .call(
+            "POST",
+            "/api/v1/models/fraud/versions",
+            json!({"version": "1.2.0", "artifact": {"sha256": hex_sha(&bytes), "size": bytes.len()}, "bundles": [bundle]}),
+            201,
+        )
+        .await;
+    fleet.deploy("1.2.0").await;
+    agent.cycle(Duration::from_secs(0)).await.unwrap();
+    // The device's root does not know the new key yet.
+    assert_eq!(sink.version("fraud").as_deref(), Some("1.0.0"));
+    assert_eq!(agent.trust_root_serial(), 1);
+
+    // The old key vouches for the new root, the new key signs it too.
+    let draft: flotilla_protocol::registry::TrustRoot = serde_json::from_value(
+        fleet
+            .call("GET", "/api/v1/trust/root-draft", Value::Null, 200)
+            .await,
+    )
+    .unwrap();
+    assert_eq!(draft.serial, 2);
+    assert_eq!(draft.keys.len(), 1, "the revoked key is out");
+    let signed =
+        flotilla_protocol::signing::sign_trust_root(&draft, &[&fleet.publisher, &new]).unwrap();
+    fleet
+        .call(
+            "POST",
+            "/api/v1/trust/roots",
+            serde_json::to_value(&signed).unwrap(),
+            201,
+        )
+        .await;
+
+    // The next cycle follows the root and, under it, installs 1.2.0 at once (the refusal
+    // under the old root is not held against it).
+    agent.cycle(Duration::from_secs(0)).await.unwrap();
+    assert_eq!(agent.trust_root_serial(), 2);
+    assert_eq!(sink.version("fraud").as_deref(), Some("1.2.0"));
+    let devices = fleet.call("GET", "/api/v1/devices", Value::Null, 200).await;
+    assert_eq!(devices["devices"][0]["slots"][0]["active_version"], "1.2.0");
+}

@@ -1134,3 +1134,59 @@ fn rollouts_from_the_command_line() {
     let policies = op.cli("rollout policies ls").ok();
     assert!(policies.stdout.contains("two-step"), "{policies:#?}");
 }
+
+#[test]
+fn trust_roots_rotate_from_the_command_line() {
+    let server = start_server();
+    let op = Operator::new(&server.url, Some(ADMIN));
+    let alice = op.register_new_key("alice");
+    // The agents are provisioned with alice's root.
+    op.cli("trust export --out provisioned.json").ok();
+    let carol = op.register_new_key("carol");
+    op.run(&["keys", "revoke", &alice]).ok();
+
+    // Carol alone cannot move agents off alice's root: checked here, nothing published.
+    op.cli("trust rotate --key carol.key --current provisioned.json")
+        .fails(1, "trust_root_not_signed_by_current");
+    let roots = op.cli("trust roots --json").ok().json();
+    assert_eq!(roots["roots"], json!([]));
+
+    // Signed in turn by whoever holds each key, then published.
+    let wrote = op
+        .cli("trust rotate --key carol.key --out root-2.json")
+        .ok();
+    assert!(
+        wrote
+            .stderr
+            .contains("trust root 1 -> 2: keys added carol, removed alice"),
+        "{wrote:#?}"
+    );
+    op.cli("trust sign-root root-2.json --key alice.key").ok();
+    let published = op
+        .cli("trust publish-root root-2.json --current provisioned.json")
+        .ok();
+    assert!(
+        published.stdout.contains("published trust root 2"),
+        "{published:#?}"
+    );
+    let listed = op.cli("trust roots").ok();
+    assert!(listed.stdout.contains("carol"), "{listed:#?}");
+    let root = op.cli("trust export").ok().json();
+    assert_eq!(root["serial"], 2);
+    assert_eq!(root["keys"][0]["key_id"], carol.as_str());
+
+    // The next rotation needs carol (root 2's key): alice's signature no longer counts, and the
+    // server checks that itself now.
+    op.register_new_key("dave");
+    op.cli("trust rotate --key alice.key")
+        .fails(1, "trust_root_not_signed_by_current");
+    let rotated = op.cli("trust rotate --key carol.key --key dave.key").ok();
+    assert!(
+        rotated.stdout.contains("published trust root 3"),
+        "{rotated:#?}"
+    );
+    // Junk is refused with a message, locally.
+    std::fs::write(op.path("junk.json"), "{\"payloadType\": 1}").unwrap();
+    op.cli("trust publish-root junk.json")
+        .fails(1, "trust_root_malformed");
+}

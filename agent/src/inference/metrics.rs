@@ -90,6 +90,15 @@ pub fn render(registry: &ModelRegistry, pool: &InferencePool, recorder: &HealthR
             "gauge",
             u8::from(state.stale),
         );
+        if let Some(serial) = state.trust_root_serial {
+            sample(
+                &mut out,
+                "flotilla_agent_trust_root_serial",
+                "Serial of the trust root the device checks signatures with (1 until a rotation).",
+                "gauge",
+                serial,
+            );
+        }
         if let Some(age) = state.age_secs {
             sample(
                 &mut out,

@@ -1,6 +1,7 @@
 //! The agent's client of the server: enrollment, long-polls, resumable downloads, reports.
 
 use flotilla_protocol::agent::{AgentReport, EnrollRequest, EnrollResponse};
+use flotilla_protocol::registry::TrustRootChain;
 use flotilla_protocol::ApiErrorBody;
 use futures_util::StreamExt;
 use reqwest::header::{ETAG, IF_NONE_MATCH, RANGE};
@@ -39,10 +40,27 @@ pub enum Poll {
         body: Vec<u8>,
         /// ETag to send next time.
         etag: Option<String>,
+        /// The newest trust root's serial, as the server says (a hint: roots are signed).
+        trust_root: Option<u64>,
     },
     /// Nothing changed.
-    Unchanged,
+    Unchanged {
+        /// The newest trust root's serial, as the server says.
+        trust_root: Option<u64>,
+    },
 }
+
+impl Poll {
+    /// The trust-root serial the server named.
+    pub fn trust_root(&self) -> Option<u64> {
+        match self {
+            Poll::Changed { trust_root, .. } | Poll::Unchanged { trust_root } => *trust_root,
+        }
+    }
+}
+
+/// Signed trust roots in one answer: at most 32 roots of at most 256 KiB.
+const MAX_TRUST_ROOTS_BODY: usize = 8 * 1024 * 1024;
 
 /// Download limits: the signed size bounds the bytes; progress bounds the time. Every
 /// `window` must bring at least `min_bytes_per_sec × window` bytes, so a server that trickles
@@ -186,8 +204,13 @@ impl ServerClient {
             req = req.header(IF_NONE_MATCH, e);
         }
         let res = req.send().await.map_err(unavailable)?;
+        let trust_root = res
+            .headers()
+            .get(flotilla_protocol::routes::TRUST_ROOT_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse().ok());
         match res.status() {
-            StatusCode::NOT_MODIFIED => Ok(Poll::Unchanged),
+            StatusCode::NOT_MODIFIED => Ok(Poll::Unchanged { trust_root }),
             s if s.is_success() => {
                 let etag = res
                     .headers()
@@ -196,9 +219,42 @@ impl ServerClient {
                     .map(str::to_owned);
                 // A desired state is small; refuse absurd bodies instead of buffering them.
                 let body = read_capped(res, MAX_DESIRED_STATE_BODY).await?;
-                Ok(Poll::Changed { body, etag })
+                Ok(Poll::Changed {
+                    body,
+                    etag,
+                    trust_root,
+                })
             }
             s if s.is_server_error() => Err(ClientError::Unavailable(format!("poll answered {s}"))),
+            _ => Err(refused(res).await),
+        }
+    }
+
+    /// The rotated trust roots after `serial`, oldest first, as the server holds them (each is
+    /// checked against the one before by the caller).
+    pub async fn trust_roots(&self, serial: u64) -> Result<TrustRootChain, ClientError> {
+        let url = format!(
+            "{}?after={serial}",
+            self.url(flotilla_protocol::routes::AGENT_TRUST_ROOTS)
+        );
+        let res = self
+            .authed(self.http.get(url))
+            .timeout(Duration::from_secs(30))
+            .send()
+            .await
+            .map_err(unavailable)?;
+        match res.status() {
+            s if s.is_success() => {
+                let body = read_capped(res, MAX_TRUST_ROOTS_BODY).await?;
+                serde_json::from_slice(&body).map_err(|e| ClientError::Refused {
+                    status: 200,
+                    code: "trust_root_malformed".into(),
+                    message: e.to_string(),
+                })
+            }
+            s if s.is_server_error() => Err(ClientError::Unavailable(format!(
+                "trust roots answered {s}"
+            ))),
             _ => Err(refused(res).await),
         }
     }

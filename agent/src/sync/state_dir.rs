@@ -14,6 +14,7 @@
 
 use flotilla_protocol::agent::EscalationPolicy;
 use flotilla_protocol::signing::SampleTensor;
+use flotilla_protocol::signing::SignedTrustRoot;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
@@ -290,6 +291,21 @@ impl StateDir {
         write_atomic(
             &self.root.join("state.json"),
             &serde_json::to_vec_pretty(s)?,
+            0o600,
+        )
+    }
+
+    /// Reads `trust-roots.json`: the rotated trust roots accepted after the provisioned one,
+    /// oldest first, as the publishers signed them (checked again on every start).
+    pub fn trust_chain(&self) -> anyhow::Result<Vec<SignedTrustRoot>> {
+        Ok(read_json(&self.root.join("trust-roots.json"))?.unwrap_or_default())
+    }
+
+    /// Writes `trust-roots.json`.
+    pub fn save_trust_chain(&self, chain: &[SignedTrustRoot]) -> anyhow::Result<()> {
+        write_atomic(
+            &self.root.join("trust-roots.json"),
+            &serde_json::to_vec_pretty(chain)?,
             0o600,
         )
     }

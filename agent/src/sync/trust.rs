@@ -1,8 +1,12 @@
-//! The publisher trust root the agent was provisioned with (`flotilla trust export`), never
-//! fetched from the server.
+//! The publisher trust root the agent was provisioned with (`flotilla trust export`), and the
+//! rotated roots it has accepted since: each one signed by a threshold of the keys of the root
+//! before it and of its own (TUF's root chain, [`verify_root_update`]). The server only carries
+//! rotated roots; it cannot make one.
 
 use flotilla_protocol::registry::TrustRoot;
-use flotilla_protocol::signing::{PublicKey, TrustPolicy, TrustedKey};
+use flotilla_protocol::signing::{
+    verify_root_update, PublicKey, RootError, SignedTrustRoot, TrustPolicy, TrustedKey,
+};
 use std::path::Path;
 
 /// Publisher keys and thresholds.
@@ -24,34 +28,37 @@ impl Trust {
 
     /// Checks a trust root.
     pub fn new(root: TrustRoot) -> anyhow::Result<Self> {
-        if root.version != 1 {
-            anyhow::bail!("unsupported trust root version {}", root.version);
-        }
         let keys = root
-            .keys
-            .iter()
-            .map(|k| {
-                let key = PublicKey::from_pem(&k.public_key_pem)
-                    .map_err(|e| anyhow::anyhow!("trust root key `{}` is invalid: {e}", k.name))?;
-                if key.key_id() != k.key_id {
-                    anyhow::bail!("trust root key `{}` does not match its key id", k.name);
-                }
-                Ok(TrustedKey {
-                    key,
-                    name: Some(k.name.clone()),
-                })
-            })
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        // Every threshold must be satisfiable, or the agent could never install anything.
-        for t in std::iter::once(root.threshold).chain(root.model_thresholds.values().copied()) {
-            if t == 0 || t as usize > keys.len() {
-                anyhow::bail!(
-                    "trust root threshold {t} is not between 1 and its {} keys",
-                    keys.len()
-                );
-            }
-        }
+            .checked_keys()
+            .map_err(|e| anyhow::anyhow!("trust root: {e}"))?;
         Ok(Self { root, keys })
+    }
+
+    /// Which root of the chain this is.
+    pub fn serial(&self) -> u64 {
+        self.root.serial
+    }
+
+    /// The server key the root vouches for, if it names one.
+    pub fn server_key(&self) -> Option<PublicKey> {
+        self.root.server_key()
+    }
+
+    /// Moves to the root that follows this one, if `envelope` is it (see
+    /// [`verify_root_update`]). Nothing changes when it is not.
+    pub fn advance(&mut self, envelope: &[u8]) -> Result<(), RootError> {
+        let next = verify_root_update(&self.root, envelope)?;
+        self.keys = next.checked_keys()?;
+        self.root = next;
+        Ok(())
+    }
+
+    /// The serial an envelope claims, unverified: to skip roots the agent is already past.
+    pub fn claimed_serial(envelope: &[u8]) -> Option<u64> {
+        SignedTrustRoot::from_json(envelope)
+            .and_then(|e| e.unverified_root())
+            .ok()
+            .map(|r| r.serial)
     }
 
     /// Whether `model` may be signed with digest-only bundles (no Flotilla facts).

@@ -14,7 +14,7 @@ use flotilla_protocol::agent::{
     verify_desired_state, DesiredState, DesiredStateHealth, HealthWindow, ModelSlot, ShadowSlot,
     ShadowStatus, SlotState, SlotStatus, StateError, StateRefusal,
 };
-use flotilla_protocol::signing::{self, ArtifactDigest, ModelFacts, PublicKey};
+use flotilla_protocol::signing::{self, ArtifactDigest, ModelFacts, PublicKey, SignedTrustRoot};
 use flotilla_runtime::{LoadOptions, Model};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -144,8 +144,15 @@ pub struct Updater {
     dir: StateDir,
     client: ServerClient,
     identity: Identity,
+    /// The key desired states must be signed with: the trust root's, or else the one pinned
+    /// at enrollment.
     server_key: PublicKey,
     trust: Trust,
+    /// The rotated roots accepted after the provisioned one, as signed (persisted).
+    trust_chain: Vec<SignedTrustRoot>,
+    /// The newest serial the server named whose roots were refused, and when (monotonic), so
+    /// a bad chain is asked for again only after a while.
+    root_refused: Option<(u64, Duration)>,
     sink: Arc<dyn ModelSink>,
     health: HealthSource,
     clock: Clock,
@@ -187,8 +194,23 @@ impl Updater {
         clock: Clock,
         limits: DownloadLimits,
     ) -> anyhow::Result<Self> {
-        let server_key = PublicKey::from_pem(&identity.server_public_key_pem)
+        let pinned = PublicKey::from_pem(&identity.server_public_key_pem)
             .map_err(|e| anyhow::anyhow!("the pinned server key is invalid: {e}"))?;
+        // The roots accepted since provisioning, checked again link by link.
+        let mut trust = trust;
+        let mut trust_chain = Vec::new();
+        for env in dir.trust_chain()? {
+            let bytes = env.to_json();
+            if Trust::claimed_serial(&bytes).is_some_and(|s| s <= trust.serial()) {
+                continue;
+            }
+            if let Err(e) = trust.advance(&bytes) {
+                tracing::error!(serial = trust.serial(), error = %e, "a stored trust root no longer follows the chain; keeping the roots before it");
+                break;
+            }
+            trust_chain.push(env);
+        }
+        let server_key = trust.server_key().unwrap_or(pinned);
         let mut state = dir.state()?;
         // States written before floors existed: what is on the device is the floor.
         for (name, m) in state.installed.iter().chain(state.previous.iter()) {
@@ -206,6 +228,8 @@ impl Updater {
             identity,
             server_key,
             trust,
+            trust_chain,
+            root_refused: None,
             sink,
             health,
             clock,
@@ -252,6 +276,7 @@ impl Updater {
             age_secs: self
                 .last_verified
                 .map(|at| (self.monotonic)().saturating_sub(at).as_secs()),
+            trust_root_serial: Some(self.trust.serial()),
         }
     }
 
@@ -825,6 +850,104 @@ impl Updater {
         Ok(verified.facts)
     }
 
+    /// The trust root's serial now.
+    pub fn trust_root_serial(&self) -> u64 {
+        self.trust.serial()
+    }
+
+    /// Walks the trust-root chain up to `named` (the serial the server says is newest): fetches
+    /// the rotated roots after the current one and accepts each that a threshold of the keys
+    /// before it and of its own signed. A root that names another server key resets the
+    /// sequence floor, since the new key's states are numbered afresh. Anything refused leaves
+    /// the current root in force and is asked for again only after a while.
+    /// Returns whether the device moved to a newer root.
+    pub async fn follow_trust_roots(&mut self, named: u64) -> bool {
+        /// How long a refused chain is left alone before it is fetched again.
+        const REFUSED_RETRY: Duration = Duration::from_secs(600);
+        if named <= self.trust.serial() {
+            return false;
+        }
+        let now = (self.monotonic)();
+        if let Some((serial, at)) = self.root_refused {
+            if serial >= named && now.saturating_sub(at) < REFUSED_RETRY {
+                return false;
+            }
+        }
+        let (before, serial_before) = (self.server_key.key_id(), self.trust.serial());
+        // Each answer holds a bounded number of roots; a device far behind asks again.
+        while self.trust.serial() < named {
+            let chain = match self.client.trust_roots(self.trust.serial()).await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot fetch the newer trust roots; asking again later");
+                    self.root_refused = Some((named, now));
+                    break;
+                }
+            };
+            let start = self.trust.serial();
+            let mut refused = None;
+            for env in chain.roots {
+                let bytes = env.to_json();
+                if Trust::claimed_serial(&bytes).is_some_and(|s| s <= self.trust.serial()) {
+                    continue;
+                }
+                match self.trust.advance(&bytes) {
+                    Ok(()) => {
+                        tracing::info!(
+                            serial = self.trust.serial(),
+                            "accepted a rotated trust root"
+                        );
+                        self.trust_chain.push(env);
+                    }
+                    Err(e) => {
+                        refused = Some(e);
+                        break;
+                    }
+                }
+            }
+            if self.trust.serial() > start {
+                if let Err(e) = self.dir.save_trust_chain(&self.trust_chain) {
+                    tracing::error!(error = %e, "cannot persist the trust roots");
+                }
+            }
+            if let Some(e) = refused {
+                tracing::warn!(code = e.code(), error = %e, serial = self.trust.serial(), "refused a trust root; keeping the current one");
+                self.refusal = Some(StateRefusal {
+                    code: e.code().to_owned(),
+                    message: e.to_string(),
+                    count: self
+                        .refusal
+                        .as_ref()
+                        .map_or(1, |r| r.count.saturating_add(1)),
+                });
+                self.root_refused = Some((named, now));
+                break;
+            }
+            if self.trust.serial() == start {
+                // The server named a serial it does not serve.
+                self.root_refused = Some((named, now));
+                break;
+            }
+        }
+        if let Some(key) = self.trust.server_key() {
+            if key.key_id() != before {
+                tracing::warn!(server_key = %key.key_id(), "the trust root names a new server key; its desired states start a new sequence");
+                self.server_key = key;
+                self.state.accepted_sequence = 0;
+                self.etag = None;
+            }
+        }
+        let advanced = self.trust.serial() > serial_before;
+        if advanced {
+            // Refusals under the old root (an unknown signer, say) may not hold under the new
+            // one: every slot and candidate is tried again now.
+            self.state.failures.clear();
+            self.state.shadow_failures.clear();
+            self.persist();
+        }
+        advanced
+    }
+
     /// Whether a slot of the current state is not served yet and not backing off: a failed
     /// update whose backoff expired, or an interrupted download to resume.
     pub fn retry_due(&self) -> bool {
@@ -855,8 +978,13 @@ impl Updater {
             wait
         };
         let polled = self.client.poll(self.etag.as_deref(), wait).await;
+        // A newer trust root first: it may name the key the state is signed with.
+        let mut rotated = false;
+        if let Some(serial) = polled.as_ref().ok().and_then(Poll::trust_root) {
+            rotated = self.follow_trust_roots(serial).await;
+        }
         let result = match polled {
-            Ok(Poll::Changed { body, etag }) => {
+            Ok(Poll::Changed { body, etag, .. }) => {
                 if self.apply(&body).await.is_ok() {
                     self.etag = etag;
                     Ok(Cycle::Done)
@@ -864,7 +992,13 @@ impl Updater {
                     Ok(Cycle::StateRefused)
                 }
             }
-            Ok(Poll::Unchanged) => Ok(Cycle::Done),
+            Ok(Poll::Unchanged { .. }) => {
+                // The same state under a new root: what it refused may install now.
+                if let (true, Some(desired)) = (rotated, self.current.clone()) {
+                    self.apply_verified(desired).await;
+                }
+                Ok(Cycle::Done)
+            }
             Err(e) => Err(e),
         };
         // Staleness shows without a new state (a proxy answering 304 forever).

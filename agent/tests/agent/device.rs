@@ -343,6 +343,8 @@ fn updater(
 ) -> Updater {
     let trust = TrustRoot {
         version: 1,
+        serial: 1,
+        server_key_pem: None,
         keys: vec![TrustRootKey {
             key_id: publisher.public_key().key_id(),
             name: "ml".into(),

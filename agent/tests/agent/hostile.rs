@@ -9,12 +9,17 @@ use std::time::Duration;
 
 use flotilla_agent::hybrid::Escalator;
 use flotilla_agent::sync::state_dir::StateDir;
+use flotilla_agent::sync::updater::MonotonicClock;
 use flotilla_agent::sync::updater::{ensure_enrolled, Cycle, MAX_QUEUED_REPORTS};
+use flotilla_protocol::agent::DesiredState;
 use flotilla_protocol::agent::{
     sign_desired_state, AgentReport, EnrollRequest, EscalationPolicy, ModelSlot,
     SignedDesiredState, SlotState, SlotStatus,
 };
-use flotilla_protocol::signing::{sign_model, Resource};
+use flotilla_protocol::registry::{TrustRoot, TrustRootChain, TrustRootKey};
+use flotilla_protocol::signing::{
+    sign_model, sign_trust_root, Resource, SignedTrustRoot, SigningKey,
+};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -27,6 +32,8 @@ use crate::support::TestApi;
 enum Answer {
     /// A complete response.
     Full(&'static str, Vec<u8>),
+    /// A complete response with extra header lines (`name: value`).
+    Headed(&'static str, Vec<String>, Vec<u8>),
     /// A status line, then body bytes forever (or until the client hangs up), `pause` between
     /// chunks of `chunk` bytes.
     Endless {
@@ -142,6 +149,16 @@ async fn serve_one(
         Answer::Full(status, body) => {
             let head = format!(
                 "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            conn.write_all(head.as_bytes()).await?;
+            conn.write_all(&body).await?;
+            sent.fetch_add(body.len() as u64, Ordering::SeqCst);
+        }
+        Answer::Headed(status, extra, body) => {
+            let extra: String = extra.iter().map(|h| format!("{h}\r\n")).collect();
+            let head = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n",
                 body.len()
             );
             conn.write_all(head.as_bytes()).await?;
@@ -789,4 +806,225 @@ async fn bundles_without_signed_facts_only_install_for_digest_only_models() {
         .as_deref()
         .unwrap_or("")
         .starts_with("downgrade_refused"));
+}
+
+/// A server that hands out whatever desired state and trust-root chain the test puts in, and
+/// names `named` as the newest trust root.
+struct RootServer {
+    hostile: Hostile,
+    state: Arc<Mutex<Vec<u8>>>,
+    chain: Arc<Mutex<Vec<SignedTrustRoot>>>,
+}
+
+impl RootServer {
+    async fn start(named: u64) -> RootServer {
+        let state = Arc::new(Mutex::new(Vec::new()));
+        let chain = Arc::new(Mutex::new(Vec::new()));
+        let (st, ch) = (Arc::clone(&state), Arc::clone(&chain));
+        let hostile = Hostile::start(move |seen| {
+            if seen.line.starts_with("GET /api/v1/agent/trust-roots") {
+                let roots = ch.lock().unwrap().clone();
+                Answer::Full(
+                    "200 OK",
+                    serde_json::to_vec(&TrustRootChain { roots }).unwrap(),
+                )
+            } else if seen.line.starts_with("GET") {
+                Answer::Headed(
+                    "200 OK",
+                    vec![format!("flotilla-trust-root: {named}")],
+                    st.lock().unwrap().clone(),
+                )
+            } else {
+                Answer::Full("200 OK", br#"{"accepted": true}"#.to_vec())
+            }
+        })
+        .await;
+        RootServer {
+            hostile,
+            state,
+            chain,
+        }
+    }
+
+    fn serve_state(&self, envelope: Vec<u8>) {
+        *self.state.lock().unwrap() = envelope;
+    }
+
+    fn serve_chain(&self, roots: Vec<SignedTrustRoot>) {
+        *self.chain.lock().unwrap() = roots;
+    }
+}
+
+fn test_key(seed: u64) -> SigningKey {
+    use rand::SeedableRng;
+    SigningKey::generate(&mut rand::rngs::StdRng::seed_from_u64(seed))
+}
+
+/// A trust root trusting `keys` (threshold 1), as the test devices' provisioned one is.
+fn root_with(serial: u64, keys: &[&SigningKey], server_key: Option<&SigningKey>) -> TrustRoot {
+    TrustRoot {
+        version: 1,
+        serial,
+        server_key_pem: server_key.map(|k| k.public_key().to_pem()),
+        keys: keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| TrustRootKey {
+                key_id: k.public_key().key_id(),
+                name: format!("key-{i}"),
+                public_key_pem: k.public_key().to_pem(),
+            })
+            .collect(),
+        threshold: 1,
+        model_thresholds: Default::default(),
+        digest_only_models: ["upstream".to_owned()].into(),
+    }
+}
+
+/// A monotonic clock the test moves by hand.
+fn hand_clock() -> (Arc<AtomicU64>, MonotonicClock) {
+    let secs = Arc::new(AtomicU64::new(0));
+    let s = Arc::clone(&secs);
+    (
+        secs,
+        Arc::new(move || Duration::from_secs(s.load(Ordering::SeqCst))),
+    )
+}
+
+/// `fraud`@`version` from `file`, signed by `key` alone.
+fn slot_signed_by(device: &Device, key: &SigningKey, file: &str, version: &str) -> ModelSlot {
+    let mut slot = device.slot(file, version);
+    slot.bundles = vec![Device::bundle(key, &model_bytes(file), version, None)];
+    slot
+}
+
+#[tokio::test]
+async fn a_trust_root_rotates_only_when_the_old_keys_sign_and_revoked_keys_stop_counting() {
+    let mut device = Device::start().await;
+    let (old, new, attacker) = (device.publisher.clone(), test_key(11), test_key(12));
+    let server = RootServer::start(2).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut updater = device.updater_at(&server.hostile.base, dir.path());
+    let (mono, clock) = hand_clock();
+    updater.set_monotonic_clock(clock);
+
+    // The server (compromised) offers a root trusting a key of its own, signed by that key
+    // and the new publisher key, but not by the key the device trusts.
+    let next = root_with(2, &[&new, &attacker], None);
+    server.serve_chain(vec![sign_trust_root(&next, &[&new, &attacker]).unwrap()]);
+    let by_attacker = slot_signed_by(&device, &attacker, "fraud-1.0.0.onnx", "1.0.0");
+    let state = device.next_state(vec![by_attacker]);
+    server.serve_state(device.sign(&state));
+    updater.cycle(Duration::ZERO).await.unwrap();
+    assert_eq!(updater.trust_root_serial(), 1);
+    let status = updater.slot_statuses().pop().unwrap();
+    assert_eq!(status.state, SlotState::Failed, "{status:?}");
+    assert!(device.app.api.registry().get("fraud").is_none());
+    // It is not fetched again on every poll.
+    updater.cycle(Duration::ZERO).await.unwrap();
+    assert_eq!(server.hostile.count("GET /api/v1/agent/trust-roots"), 1);
+
+    // The real rotation: the old key vouches for the new one, which signs too. The old key
+    // is left out of the new root (revoked).
+    let next = root_with(2, &[&new], None);
+    server.serve_chain(vec![sign_trust_root(&next, &[&old, &new]).unwrap()]);
+    let by_new = slot_signed_by(&device, &new, "fraud-1.0.0.onnx", "1.0.0");
+    let state = device.next_state(vec![by_new]);
+    server.serve_state(device.sign(&state));
+    mono.fetch_add(601, Ordering::SeqCst);
+    updater.cycle(Duration::ZERO).await.unwrap();
+    assert_eq!(updater.trust_root_serial(), 2);
+    assert_eq!(
+        updater.slot_statuses().pop().unwrap().state,
+        SlotState::Active
+    );
+    assert_eq!(
+        device.app.api.registry().get("fraud").unwrap().version,
+        "1.0.0"
+    );
+    // The revoked key no longer counts: its 1.1.0 is refused, 1.0.0 keeps serving.
+    let by_old = slot_signed_by(&device, &old, "fraud-1.1.0.onnx", "1.1.0");
+    let state = device.next_state(vec![by_old]);
+    server.serve_state(device.sign(&state));
+    updater.cycle(Duration::ZERO).await.unwrap();
+    let status = updater.slot_statuses().pop().unwrap();
+    assert_eq!(status.state, SlotState::Failed, "{status:?}");
+    assert_eq!(
+        device.app.api.registry().get("fraud").unwrap().version,
+        "1.0.0"
+    );
+
+    // The accepted chain is on disk and checked again at start: a restart is still on root 2.
+    drop(updater);
+    let restarted = device.updater_at(&server.hostile.base, dir.path());
+    assert_eq!(restarted.trust_root_serial(), 2);
+    assert_eq!(restarted.desired_state_health().trust_root_serial, Some(2));
+}
+
+#[tokio::test]
+async fn a_root_naming_a_new_server_key_resets_the_sequence_floor_and_only_a_signed_one_does() {
+    let mut device = Device::start().await;
+    let publisher = device.publisher.clone();
+    let (old_server, new_server, attacker) =
+        (crate::device::server_key(), test_key(21), test_key(22));
+    let server = RootServer::start(2).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut updater = device.updater_at(&server.hostile.base, dir.path());
+    let (mono, clock) = hand_clock();
+    updater.set_monotonic_clock(clock);
+    let sign = |key: &SigningKey, state: &DesiredState| {
+        serde_json::to_vec(&sign_desired_state(key, state)).unwrap()
+    };
+
+    // A root naming the attacker's key, signed only by the attacker: refused, while the old
+    // key's states (at sequence 5000) are taken.
+    let forged = root_with(2, &[&publisher], Some(&attacker));
+    server.serve_chain(vec![sign_trust_root(&forged, &[&attacker]).unwrap()]);
+    let mut state = device.next_state(vec![]);
+    state.sequence = 5000;
+    server.serve_state(sign(&old_server, &state));
+    assert_eq!(updater.cycle(Duration::ZERO).await.unwrap(), Cycle::Done);
+    assert_eq!(server.hostile.count("GET /api/v1/agent/trust-roots"), 1);
+    assert_eq!(updater.trust_root_serial(), 1);
+    assert_eq!(updater.state().accepted_sequence, 5000);
+
+    // The state the attacker signs, numbered afresh, is refused too.
+    let mut fresh = device.next_state(vec![]);
+    fresh.sequence = 1;
+    server.serve_state(sign(&attacker, &fresh));
+    assert_eq!(
+        updater.cycle(Duration::ZERO).await.unwrap(),
+        Cycle::StateRefused
+    );
+    assert_eq!(updater.trust_root_serial(), 1);
+    assert_eq!(updater.state().accepted_sequence, 5000);
+
+    // The publishers rotate the server key: the new key's states start again at 1.
+    let next = root_with(2, &[&publisher], Some(&new_server));
+    server.serve_chain(vec![sign_trust_root(&next, &[&publisher]).unwrap()]);
+    server.serve_state(sign(&new_server, &fresh));
+    mono.fetch_add(601, Ordering::SeqCst);
+    assert_eq!(updater.cycle(Duration::ZERO).await.unwrap(), Cycle::Done);
+    assert_eq!(updater.trust_root_serial(), 2);
+    assert_eq!(updater.state().accepted_sequence, 1);
+    // The old key signs nothing any more, whatever its sequence.
+    let mut stale = device.next_state(vec![]);
+    stale.sequence = 6000;
+    server.serve_state(sign(&old_server, &stale));
+    assert_eq!(
+        updater.cycle(Duration::ZERO).await.unwrap(),
+        Cycle::StateRefused
+    );
+    assert_eq!(
+        updater.last_rejection.as_ref().map(|e| e.code()),
+        Some("bad_server_signature")
+    );
+    // And after a restart the new key is still the one.
+    drop(updater);
+    let mut restarted = device.updater_at(&server.hostile.base, dir.path());
+    let mut again = device.next_state(vec![]);
+    again.sequence = 2;
+    server.serve_state(sign(&new_server, &again));
+    assert_eq!(restarted.cycle(Duration::ZERO).await.unwrap(), Cycle::Done);
+    assert_eq!(restarted.state().accepted_sequence, 2);
 }

@@ -13,6 +13,7 @@
 
 mod bundle;
 mod keys;
+mod root;
 mod sign;
 pub mod statement;
 mod strict_json;
@@ -26,6 +27,10 @@ pub use bundle::{
     VerificationMaterial, BUNDLE_MEDIA_TYPE, IN_TOTO_PAYLOAD_TYPE,
 };
 pub use keys::{KeyAlgorithm, KeyError, PublicKey, SigningKey, Zeroizing};
+pub use root::{
+    sign_trust_root, verify_root_update, RootError, RootSignature, SignedTrustRoot,
+    MAX_SIGNED_ROOT_BYTES, TRUST_ROOT_PAYLOAD_TYPE,
+};
 pub use sign::{sign_model, SignError};
 pub use statement::{
     combined_digest, Compatibility, ModelFacts, Resource, SampleTensor, TensorSpec, PREDICATE_TYPE,

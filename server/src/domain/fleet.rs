@@ -331,9 +331,16 @@ pub struct FleetView {
     /// The version each deployment names, by deployment id.
     versions: HashMap<Uuid, VersionRecord>,
     rollouts: Vec<(RolloutRecord, VersionRecord)>,
+    /// The newest trust root's serial (1 before any rotation), for the agents' hint header.
+    trust_root_serial: u64,
 }
 
 impl FleetView {
+    /// The newest trust root's serial (1 before any rotation).
+    pub fn trust_root_serial(&self) -> u64 {
+        self.trust_root_serial
+    }
+
     /// Reads the view from the store.
     pub async fn load(store: &dyn Store) -> Result<FleetView, DomainError> {
         let deployments = store.list_deployments().await?;
@@ -348,6 +355,7 @@ impl FleetView {
             deployments,
             versions,
             rollouts,
+            trust_root_serial: super::registry::trust_root_serial(store).await?,
         })
     }
 

@@ -10,7 +10,8 @@ use flotilla_protocol::registry::{
     CreateModelRequest, CreateVersionRequest, SignerInfo, TensorInfo, TrustRoot, TrustRootKey,
 };
 use flotilla_protocol::signing::{
-    self, ArtifactDigest, PublicKey, TrustPolicy, TrustedKey, VerifyError,
+    self, ArtifactDigest, PublicKey, RootError, SignedTrustRoot, TrustPolicy, TrustedKey,
+    VerifyError,
 };
 use flotilla_protocol::ErrorCode;
 use std::collections::BTreeMap;
@@ -20,7 +21,7 @@ use uuid::Uuid;
 use super::names::{parse_label_name, parse_version, ModelName};
 use super::DomainError;
 use crate::blob::{BlobStore, Sha256Digest};
-use crate::store::{ModelRecord, PublisherKeyRecord, Store, VersionRecord};
+use crate::store::{ModelRecord, PublisherKeyRecord, Store, TrustRootRecord, VersionRecord};
 
 /// Setting key of the global signing threshold.
 const THRESHOLD_SETTING: &str = "signing_threshold";
@@ -121,8 +122,9 @@ async fn active_keys(store: &dyn Store) -> Result<Vec<PublisherKeyRecord>, Domai
         .collect())
 }
 
-/// The current trust root, for provisioning agents.
-pub async fn trust_root(store: &dyn Store) -> Result<TrustRoot, DomainError> {
+/// The trust root the server's keys and thresholds make up now, unsigned: serial 1 when no
+/// root was ever rotated, which is what agents are provisioned with then.
+async fn computed_root(store: &dyn Store) -> Result<TrustRoot, DomainError> {
     let keys = active_keys(store)
         .await?
         .into_iter()
@@ -140,6 +142,8 @@ pub async fn trust_root(store: &dyn Store) -> Result<TrustRoot, DomainError> {
         .collect();
     Ok(TrustRoot {
         version: 1,
+        serial: 1,
+        server_key_pem: None,
         keys,
         threshold: global_threshold(store).await?,
         model_thresholds,
@@ -147,6 +151,112 @@ pub async fn trust_root(store: &dyn Store) -> Result<TrustRoot, DomainError> {
         // --digest-only`); the server never does.
         digest_only_models: Default::default(),
     })
+}
+
+/// The newest rotated root and what it says (checked when it was stored).
+async fn latest_rotated(store: &dyn Store) -> Result<Option<TrustRoot>, DomainError> {
+    let Some(record) = store.latest_trust_root().await? else {
+        return Ok(None);
+    };
+    let root = SignedTrustRoot::from_json(record.envelope.as_bytes())
+        .and_then(|env| env.unverified_root())
+        .map_err(|e| {
+            DomainError::internal(anyhow::anyhow!("stored trust root {}: {e}", record.serial))
+        })?;
+    Ok(Some(root))
+}
+
+/// The current trust root, for provisioning agents: the newest root the publishers signed in
+/// a rotation, or, before any rotation, the active keys and thresholds (serial 1).
+pub async fn trust_root(store: &dyn Store) -> Result<TrustRoot, DomainError> {
+    match latest_rotated(store).await? {
+        Some(root) => Ok(root),
+        None => computed_root(store).await,
+    }
+}
+
+/// The serial of the newest trust root (1 before any rotation).
+pub async fn trust_root_serial(store: &dyn Store) -> Result<u64, DomainError> {
+    Ok(store.latest_trust_root().await?.map_or(1, |r| r.serial))
+}
+
+/// What the next rotation would sign, for `flotilla trust rotate`: the active keys and
+/// thresholds now, the next serial, and the server's desired-state key. Whoever signs it
+/// reviews it first; the digest-only list is carried over from the current rotated root.
+pub async fn trust_root_draft(
+    store: &dyn Store,
+    server_key: &PublicKey,
+) -> Result<TrustRoot, DomainError> {
+    let mut draft = computed_root(store).await?;
+    let current = latest_rotated(store).await?;
+    draft.serial = current.as_ref().map_or(1, |r| r.serial) + 1;
+    draft.digest_only_models = current.map(|r| r.digest_only_models).unwrap_or_default();
+    draft.server_key_pem = Some(server_key.to_pem());
+    Ok(draft)
+}
+
+fn root_error(e: RootError) -> DomainError {
+    let code = match &e {
+        RootError::Malformed(_) | RootError::WrongPayloadType(_) => ErrorCode::TrustRootMalformed,
+        RootError::Invalid(_) => ErrorCode::TrustRootInvalid,
+        RootError::NotNext { .. } => {
+            return DomainError::conflict(ErrorCode::TrustRootNotNext, e.to_string())
+        }
+        RootError::NotSignedByCurrent { .. } => ErrorCode::TrustRootNotSignedByCurrent,
+        RootError::NotSignedByItself { .. } => ErrorCode::TrustRootNotSignedByItself,
+    };
+    DomainError::invalid(code, e.to_string())
+}
+
+/// Stores a rotated trust root for agents to fetch. The server checks what it can: the root is
+/// usable, its serial is the next one, its own keys signed it, and, when an earlier rotated
+/// root is stored, a threshold of that root's keys signed it too (the full chain rule agents
+/// apply). The first rotation follows the root agents were provisioned with, which the server
+/// never saw signed: there the agents' check is the one that counts.
+pub async fn publish_trust_root(
+    store: &dyn Store,
+    envelope: &[u8],
+    created_by: &str,
+    now: DateTime<Utc>,
+) -> Result<TrustRoot, DomainError> {
+    let env = SignedTrustRoot::from_json(envelope).map_err(root_error)?;
+    let root = env.unverified_root().map_err(root_error)?;
+    let keys = root.checked_keys().map_err(root_error)?;
+    let current = latest_rotated(store).await?;
+    let current_serial = current.as_ref().map_or(1, |r| r.serial);
+    if root.serial != current_serial + 1 {
+        return Err(root_error(RootError::NotNext {
+            got: root.serial,
+            current: current_serial,
+        }));
+    }
+    match &current {
+        Some(current) => {
+            signing::verify_root_update(current, envelope).map_err(root_error)?;
+        }
+        None => {
+            let (signed, needed) = (env.signed_by(&keys), root.threshold as usize);
+            if signed < needed {
+                return Err(root_error(RootError::NotSignedByItself { signed, needed }));
+            }
+        }
+    }
+    store
+        .insert_trust_root(&TrustRootRecord {
+            serial: root.serial,
+            envelope: String::from_utf8_lossy(&env.to_json()).into_owned(),
+            created_by: created_by.to_owned(),
+            created_at: now,
+        })
+        .await
+        .map_err(|e| match e {
+            crate::store::StoreError::Conflict(_) => root_error(RootError::NotNext {
+                got: root.serial,
+                current: root.serial,
+            }),
+            other => other.into(),
+        })?;
+    Ok(root)
 }
 
 /// Who is asking for a per-model signing threshold, which decides how low it may go.

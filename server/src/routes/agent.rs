@@ -6,6 +6,7 @@ use chrono::Utc;
 use flotilla_protocol::agent::{
     is_valid_model_name, AgentReport, EnrollRequest, EnrollResponse, SignedDesiredState,
 };
+use flotilla_protocol::routes::TRUST_ROOT_HEADER;
 use flotilla_protocol::ErrorCode;
 use rand::Rng;
 use serde::Deserialize;
@@ -79,8 +80,8 @@ fn poll_after(state: &AppState) -> String {
     tag = "agent",
     params(PollParams),
     responses(
-        (status = 200, body = SignedDesiredState, headers(("etag" = String, description = "\"<sequence>\""), ("flotilla-poll-after" = u64, description = "seconds until the next poll"))),
-        (status = 304, description = "unchanged"),
+        (status = 200, body = SignedDesiredState, headers(("etag" = String, description = "\"<sequence>\""), ("flotilla-poll-after" = u64, description = "seconds until the next poll"), ("flotilla-trust-root" = u64, description = "serial of the newest trust root (fetch `/api/v1/agent/trust-roots` when behind)"))),
+        (status = 304, description = "unchanged", headers(("flotilla-trust-root" = u64, description = "serial of the newest trust root"))),
         (status = 401, body = flotilla_protocol::ApiErrorBody),
         (status = 403, description = "the device awaits approval", body = flotilla_protocol::ApiErrorBody)
     ),
@@ -116,6 +117,12 @@ pub async fn desired_state(
         // state is what the agent has; no database round trip.
         let unchanged =
             known.is_some() && state.checkin.etag(caller.id, generation).as_ref() == known.as_ref();
+        // Loaded once per fleet generation for every device: no database round trip here.
+        let view = state
+            .checkin
+            .fleet_view(state.store.as_ref(), generation)
+            .await?;
+        let trust_serial = view.trust_root_serial().to_string();
         let etag = if unchanged {
             known.clone().unwrap_or_default()
         } else {
@@ -128,10 +135,6 @@ pub async fn desired_state(
                 Some(device) => device,
                 None => active_device(&state, caller.id).await?,
             };
-            let view = state
-                .checkin
-                .fleet_view(state.store.as_ref(), generation)
-                .await?;
             let (envelope, sequence) = fleet::desired_state(
                 state.store.as_ref(),
                 &state.server_key,
@@ -147,6 +150,7 @@ pub async fn desired_state(
                     .insert_header((header::ETAG, etag))
                     .insert_header((header::CACHE_CONTROL, "no-store"))
                     .insert_header((POLL_AFTER_HEADER, poll_after(&state)))
+                    .insert_header((TRUST_ROOT_HEADER, trust_serial))
                     .json(envelope));
             }
             etag
@@ -163,6 +167,7 @@ pub async fn desired_state(
             return Ok(HttpResponse::NotModified()
                 .insert_header((header::ETAG, etag))
                 .insert_header((POLL_AFTER_HEADER, poll_after(&state)))
+                .insert_header((TRUST_ROOT_HEADER, trust_serial))
                 .finish());
         }
         // Something changed: recompute from the database, which also sees a revocation.

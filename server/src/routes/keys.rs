@@ -1,10 +1,13 @@
-//! `/api/v1/publisher-keys`, `/api/v1/trust/threshold` and `/api/v1/trust-root`.
+//! `/api/v1/publisher-keys`, `/api/v1/trust/threshold`, `/api/v1/trust-root` and the rotated
+//! trust roots (`/api/v1/trust/roots`, and `/api/v1/agent/trust-roots` for devices).
 
 use actix_web::{delete, get, post, put, web, HttpRequest, HttpResponse};
 use chrono::Utc;
 use flotilla_protocol::registry::{
     PublisherKeyInfo, PublisherKeyList, RegisterKeyRequest, SetThresholdRequest, TrustRoot,
+    TrustRootChain,
 };
+use flotilla_protocol::signing::SignedTrustRoot;
 use serde_json::json;
 
 use crate::auth::{audit_detail, Permission, Principal};
@@ -121,4 +124,118 @@ pub async fn trust_root(
 ) -> Result<web::Json<TrustRoot>, ApiError> {
     principal.require(Permission::Read)?;
     Ok(web::Json(registry::trust_root(state.store.as_ref()).await?))
+}
+
+/// What the next trust-root rotation would sign (`flotilla trust rotate` starts from it): the
+/// active keys and thresholds, the next serial and the server's desired-state key.
+#[utoipa::path(tag = "trust", responses((status = 200, body = TrustRoot)), security(("bearer" = [])))]
+#[get("/trust/root-draft")]
+pub async fn trust_root_draft(
+    principal: Principal,
+    state: web::Data<AppState>,
+) -> Result<web::Json<TrustRoot>, ApiError> {
+    principal.require(Permission::Read)?;
+    Ok(web::Json(
+        registry::trust_root_draft(state.store.as_ref(), &state.server_key.public_key()).await?,
+    ))
+}
+
+/// Publishes a rotated trust root (admin) for agents to fetch. It must be the next serial,
+/// signed by a threshold of its own keys and, after the first rotation, of the previous
+/// root's keys; agents check the same, whatever the server says.
+#[utoipa::path(
+    tag = "trust",
+    request_body = SignedTrustRoot,
+    responses(
+        (status = 201, body = TrustRoot),
+        (status = 400, description = "malformed, unusable or not signed by enough keys", body = flotilla_protocol::ApiErrorBody),
+        (status = 409, description = "not the next serial", body = flotilla_protocol::ApiErrorBody)
+    ),
+    security(("bearer" = []))
+)]
+#[post("/trust/roots")]
+pub async fn publish_trust_root(
+    req: HttpRequest,
+    principal: Principal,
+    state: web::Data<AppState>,
+    body: web::Json<SignedTrustRoot>,
+) -> Result<HttpResponse, ApiError> {
+    principal.require(Permission::ManageKeys)?;
+    let root = registry::publish_trust_root(
+        state.store.as_ref(),
+        &body.to_json(),
+        &principal.name,
+        Utc::now(),
+    )
+    .await?;
+    audit_detail(
+        &req,
+        json!({
+            "serial": root.serial,
+            "keys": root.keys.iter().map(|k| &k.key_id).collect::<Vec<_>>(),
+            "threshold": root.threshold,
+            "server_key_id": root.server_key().map(|k| k.key_id()),
+        }),
+    );
+    // Devices learn the new serial with their next desired-state answer.
+    state.fleet_changed();
+    Ok(HttpResponse::Created().json(root))
+}
+
+/// The rotated trust roots, oldest first (serial 2 on).
+#[utoipa::path(
+    tag = "trust",
+    params(TrustRootsParams),
+    responses((status = 200, body = TrustRootChain)),
+    security(("bearer" = []))
+)]
+#[get("/trust/roots")]
+pub async fn list_trust_roots(
+    principal: Principal,
+    state: web::Data<AppState>,
+    params: web::Query<TrustRootsParams>,
+) -> Result<web::Json<TrustRootChain>, ApiError> {
+    principal.require(Permission::Read)?;
+    chain(&state, params.after.unwrap_or(1)).await
+}
+
+/// Which rotated roots to return.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct TrustRootsParams {
+    /// Only roots with a serial above this one (default 1: every rotation).
+    after: Option<u64>,
+}
+
+/// The rotated trust roots a device needs (`GET /api/v1/agent/trust-roots?after=N`), each the
+/// publishers' envelope as signed.
+#[utoipa::path(
+    tag = "agent",
+    params(TrustRootsParams),
+    responses(
+        (status = 200, body = TrustRootChain),
+        (status = 401, body = flotilla_protocol::ApiErrorBody)
+    ),
+    security(("device" = []))
+)]
+#[get("/agent/trust-roots")]
+pub async fn agent_trust_roots(
+    _caller: crate::auth::DevicePrincipal,
+    state: web::Data<AppState>,
+    params: web::Query<TrustRootsParams>,
+) -> Result<web::Json<TrustRootChain>, ApiError> {
+    chain(&state, params.after.unwrap_or(1)).await
+}
+
+async fn chain(state: &AppState, after: u64) -> Result<web::Json<TrustRootChain>, ApiError> {
+    let records = state
+        .store
+        .list_trust_roots(after, TrustRootChain::MAX_ROOTS)
+        .await?;
+    let roots = records
+        .iter()
+        .map(|r| SignedTrustRoot::from_json(r.envelope.as_bytes()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(ApiError::internal)?;
+    Ok(web::Json(TrustRootChain { roots }))
 }

@@ -222,6 +222,19 @@ pub struct PublisherKeyRecord {
     pub revoked_at: Option<DateTime<Utc>>,
 }
 
+/// A rotated trust root as stored: the publishers' envelope, kept byte for byte.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrustRootRecord {
+    /// Its serial (2 and up).
+    pub serial: u64,
+    /// The signed envelope (JSON).
+    pub envelope: String,
+    /// Who uploaded it.
+    pub created_by: String,
+    /// When.
+    pub created_at: DateTime<Utc>,
+}
+
 /// A model: a named series of versions.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModelRecord {
@@ -433,6 +446,17 @@ pub trait Store: Send + Sync + 'static {
         key_id: &str,
         at: DateTime<Utc>,
     ) -> Result<PublisherKeyRecord, StoreError>;
+
+    /// Stores a rotated trust root; `Conflict` if its serial is taken.
+    async fn insert_trust_root(&self, root: &TrustRootRecord) -> Result<(), StoreError>;
+    /// Rotated trust roots with a serial above `after`, oldest first, at most `limit`.
+    async fn list_trust_roots(
+        &self,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<TrustRootRecord>, StoreError>;
+    /// The newest rotated trust root, if any.
+    async fn latest_trust_root(&self) -> Result<Option<TrustRootRecord>, StoreError>;
 
     /// Creates a model; `Conflict` if the name is taken.
     async fn insert_model(&self, model: &ModelRecord) -> Result<(), StoreError>;

@@ -4,7 +4,7 @@
 
 use super::{
     AuditEntry, DeploymentRecord, DeviceRecord, EnrollmentTokenRecord, ModelRecord,
-    PublisherKeyRecord, StoreError, TokenRecord, VersionRecord,
+    PublisherKeyRecord, StoreError, TokenRecord, TrustRootRecord, VersionRecord,
 };
 use chrono::{DateTime, Utc};
 use flotilla_protocol::registry::{SignerInfo, TensorInfo};
@@ -102,6 +102,25 @@ impl From<KeyRow> for PublisherKeyRecord {
             public_key_pem: r.public_key_pem,
             created_at: r.created_at,
             revoked_at: r.revoked_at,
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct TrustRootRow {
+    serial: i64,
+    envelope: String,
+    created_by: String,
+    created_at: DateTime<Utc>,
+}
+
+impl From<TrustRootRow> for TrustRootRecord {
+    fn from(r: TrustRootRow) -> Self {
+        TrustRootRecord {
+            serial: u64::try_from(r.serial).unwrap_or(0),
+            envelope: r.envelope,
+            created_by: r.created_by,
+            created_at: r.created_at,
         }
     }
 }
@@ -317,13 +336,13 @@ macro_rules! shared_queries {
     ($db:ty) => {
         use crate::store::shared::{
             AuditRow, DeploymentRow, DeviceRow, EnrollmentTokenRow, KeyRow, ModelRow, TokenRow,
-            VersionRow, AUDIT_COLUMNS, DEPLOYMENT_SELECT, DEVICE_COLUMNS, ET_COLUMNS, KEY_COLUMNS,
+            TrustRootRow, VersionRow, AUDIT_COLUMNS, DEPLOYMENT_SELECT, DEVICE_COLUMNS, ET_COLUMNS, KEY_COLUMNS,
             MODEL_COLUMNS, TOKEN_COLUMNS, VERSION_SELECT, INSERT_DEPLOYMENT,
         };
         use crate::store::{
             AuditEntry, AuditQuery, DeploymentRecord, DeviceRecord, EnrollmentTokenRecord,
             ModelRecord, NewAuditEntry, NewToken, PublisherKeyRecord, StoreError, TokenRecord,
-            VersionRecord,
+            TrustRootRecord, VersionRecord,
         };
         use std::collections::BTreeMap;
         use chrono::{DateTime, Utc};
@@ -553,6 +572,49 @@ macro_rules! shared_queries {
                 .await
                 .map_err(|e| StoreError::from_sqlx("publisher key", e))?
                 .into())
+        }
+
+        pub(crate) async fn insert_trust_root(pool: &Pool, r: &TrustRootRecord) -> Result<(), StoreError> {
+            sqlx::query(
+                "INSERT INTO trust_roots (serial, envelope, created_by, created_at) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(i64::try_from(r.serial).unwrap_or(i64::MAX))
+            .bind(&r.envelope)
+            .bind(&r.created_by)
+            .bind(r.created_at)
+            .execute(pool)
+            .await
+            .map(|_| ())
+            .map_err(|e| StoreError::from_sqlx("trust root (same serial)", e))
+        }
+
+        pub(crate) async fn list_trust_roots(
+            pool: &Pool,
+            after: u64,
+            limit: u32,
+        ) -> Result<Vec<TrustRootRecord>, StoreError> {
+            Ok(sqlx::query_as::<_, TrustRootRow>(
+                "SELECT serial, envelope, created_by, created_at FROM trust_roots \
+                 WHERE serial > $1 ORDER BY serial LIMIT $2",
+            )
+            .bind(i64::try_from(after).unwrap_or(i64::MAX))
+            .bind(i64::from(limit))
+            .fetch_all(pool)
+            .await
+            .map_err(|e| StoreError::from_sqlx("trust root", e))?
+            .into_iter()
+            .map(Into::into)
+            .collect())
+        }
+
+        pub(crate) async fn latest_trust_root(pool: &Pool) -> Result<Option<TrustRootRecord>, StoreError> {
+            Ok(sqlx::query_as::<_, TrustRootRow>(
+                "SELECT serial, envelope, created_by, created_at FROM trust_roots ORDER BY serial DESC LIMIT 1",
+            )
+            .fetch_optional(pool)
+            .await
+            .map_err(|e| StoreError::from_sqlx("trust root", e))?
+            .map(Into::into))
         }
 
         pub(crate) async fn insert_model(pool: &Pool, m: &ModelRecord) -> Result<(), StoreError> {
@@ -1157,6 +1219,15 @@ macro_rules! impl_store {
             }
             async fn revoke_publisher_key(&self, key_id: &str, at: DateTime<Utc>) -> Result<crate::store::PublisherKeyRecord, StoreError> {
                 q::revoke_publisher_key(&self.pool, key_id, at).await
+            }
+            async fn insert_trust_root(&self, r: &crate::store::TrustRootRecord) -> Result<(), StoreError> {
+                q::insert_trust_root(&self.pool, r).await
+            }
+            async fn list_trust_roots(&self, after: u64, limit: u32) -> Result<Vec<crate::store::TrustRootRecord>, StoreError> {
+                q::list_trust_roots(&self.pool, after, limit).await
+            }
+            async fn latest_trust_root(&self) -> Result<Option<crate::store::TrustRootRecord>, StoreError> {
+                q::latest_trust_root(&self.pool).await
             }
             async fn insert_model(&self, m: &crate::store::ModelRecord) -> Result<(), StoreError> {
                 q::insert_model(&self.pool, m).await

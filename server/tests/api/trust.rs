@@ -310,3 +310,176 @@ async fn device_cannot_download_an_artifact_only_another_device_is_given_on(db: 
     let res = get(others, app.admin_token.clone()).await;
     assert_eq!(res.status(), 200);
 }
+
+/// A trust root over `keys` (threshold 1) at `serial`.
+fn root_over(serial: u64, keys: &[&Publisher]) -> flotilla_protocol::registry::TrustRoot {
+    flotilla_protocol::registry::TrustRoot {
+        version: 1,
+        serial,
+        server_key_pem: None,
+        keys: keys
+            .iter()
+            .enumerate()
+            .map(|(i, p)| flotilla_protocol::registry::TrustRootKey {
+                key_id: p.key_id(),
+                name: format!("k{i}"),
+                public_key_pem: p.pem(),
+            })
+            .collect(),
+        threshold: 1,
+        model_thresholds: Default::default(),
+        digest_only_models: Default::default(),
+    }
+}
+
+fn signed(
+    root: &flotilla_protocol::registry::TrustRoot,
+    by: &[&Publisher],
+) -> flotilla_protocol::signing::SignedTrustRoot {
+    let keys: Vec<_> = by.iter().map(|p| &p.key).collect();
+    flotilla_protocol::signing::sign_trust_root(root, &keys).unwrap()
+}
+
+async fn publish_root(
+    app: &TestApp,
+    token: &str,
+    root: &flotilla_protocol::signing::SignedTrustRoot,
+) -> reqwest::Response {
+    app.client
+        .post(app.url("/api/v1/trust/roots"))
+        .bearer_auth(token)
+        .json(root)
+        .send()
+        .await
+        .unwrap()
+}
+
+both_backends!(
+    rotated_trust_roots_must_chain_and_reach_devices,
+    rotated_trust_roots_must_chain_and_reach_devices_on
+);
+async fn rotated_trust_roots_must_chain_and_reach_devices_on(db: Db) {
+    let app = spawn_app(db).await;
+    let (a, b, c) = (Publisher::new(), Publisher::new(), Publisher::new());
+    assert_eq!(app.register_key("a", &a.pem()).await.status(), 201);
+    let device = app.enroll(json!({"site": "x"})).await;
+    let res = app.poll(&device, None, 0).await;
+    assert_eq!(res.headers()["flotilla-trust-root"], "1");
+
+    // The draft names the next serial and the server's key.
+    let draft: Value = app
+        .client
+        .get(app.url("/api/v1/trust/root-draft"))
+        .bearer_auth(&app.admin_token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(draft["serial"], 2);
+    assert!(draft["server_key_pem"]
+        .as_str()
+        .unwrap()
+        .contains("PUBLIC KEY"));
+
+    // Only an admin publishes; a root must be the next serial and signed by its own keys.
+    let viewer = app.token_with_role("v", "viewer").await;
+    let two = root_over(2, &[&b]);
+    assert_error(
+        publish_root(&app, &viewer, &signed(&two, &[&a, &b])).await,
+        403,
+        "forbidden",
+    )
+    .await;
+    assert_error(
+        publish_root(
+            &app,
+            &app.admin_token,
+            &signed(&root_over(3, &[&b]), &[&a, &b]),
+        )
+        .await,
+        409,
+        "trust_root_not_next",
+    )
+    .await;
+    assert_error(
+        publish_root(&app, &app.admin_token, &signed(&two, &[&a])).await,
+        400,
+        "trust_root_not_signed_by_itself",
+    )
+    .await;
+    let res = publish_root(&app, &app.admin_token, &signed(&two, &[&a, &b])).await;
+    assert_eq!(res.status(), 201);
+    // The same serial twice: a conflict, the first one kept.
+    assert_error(
+        publish_root(
+            &app,
+            &app.admin_token,
+            &signed(&root_over(2, &[&c]), &[&a, &c]),
+        )
+        .await,
+        409,
+        "trust_root_not_next",
+    )
+    .await;
+
+    // From the second rotation on, the server checks the chain as agents do: root 3 needs
+    // root 2's key (b), not the original one (a).
+    let three = root_over(3, &[&c]);
+    assert_error(
+        publish_root(&app, &app.admin_token, &signed(&three, &[&a, &c])).await,
+        400,
+        "trust_root_not_signed_by_current",
+    )
+    .await;
+    assert_eq!(
+        publish_root(&app, &app.admin_token, &signed(&three, &[&b, &c]))
+            .await
+            .status(),
+        201
+    );
+
+    // The export for new agents is the newest root; devices are told of it and can fetch the
+    // chain with their credential.
+    let exported: Value = app
+        .client
+        .get(app.url("/api/v1/trust-root"))
+        .bearer_auth(&app.admin_token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(exported["serial"], 3);
+    assert_eq!(exported["keys"][0]["key_id"], c.key_id());
+    let res = app.poll(&device, None, 0).await;
+    assert_eq!(res.headers()["flotilla-trust-root"], "3");
+    let chain: Value = app
+        .client
+        .get(app.url("/api/v1/agent/trust-roots?after=1"))
+        .bearer_auth(&device.credential)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let roots = chain["roots"].as_array().unwrap();
+    assert_eq!(roots.len(), 2);
+    // Byte for byte what the publishers signed: it verifies along the chain.
+    let mut current = root_over(1, &[&a]);
+    for env in roots {
+        let bytes = serde_json::to_vec(env).unwrap();
+        current = flotilla_protocol::signing::verify_root_update(&current, &bytes).unwrap();
+    }
+    assert_eq!(current.serial, 3);
+    let res = app
+        .client
+        .get(app.url("/api/v1/agent/trust-roots"))
+        .send()
+        .await
+        .unwrap();
+    assert_error(res, 401, "unauthorized").await;
+}
