@@ -132,6 +132,13 @@ error_codes! {
     InvalidReport => "invalid_report",
     /// The device asked for a label its enrollment token does not allow it to set.
     LabelNotAllowed => "label_not_allowed",
+    /// Inference: `Inference-Header-Content-Length` is not a length, or points beyond the body.
+    InvalidBinaryHeader => "invalid_binary_header",
+    /// Inference: a `binary_data_size` is not what the tensor's shape and datatype need (or a
+    /// BOOL byte is neither 0 nor 1).
+    BinarySizeMismatch => "binary_size_mismatch",
+    /// Inference: the binary tensors' sizes do not add up to the bytes after the JSON part.
+    BinaryDataLength => "binary_data_length",
     /// A webhook URL points at a destination the server will not call (loopback, private...).
     WebhookDestinationRefused => "webhook_destination_refused",
     /// A signed trust root is not an envelope of the trust-root type, or not JSON.

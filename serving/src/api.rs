@@ -15,19 +15,19 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::Method;
 use actix_web::{web, FromRequest, Handler, HttpRequest, HttpResponse, Responder};
 use flotilla_runtime::{DataType, RuntimeError, Tensor};
+use serde::Deserialize;
 use serde_json::json;
 
+use super::binary::{self, BinaryDataError, BINARY_CONTENT_TYPE, HEADER_LENGTH};
 use super::error::{ErrorStyle, OipError};
 use super::health::{HealthRecorder, Outcome};
 use super::oip::{
-    binary_extension_request, parse_data, InferRequest, InferResponse, ModelMetadata, RequestInput,
-    RequestedOutput, ResponseOutput, ResponseParameters, ServerMetadata, TensorMetadata,
+    binary_outputs, parse_data, unsupported_extension, BinaryOutputs, InferRequest, InferResponse,
+    ModelMetadata, RequestInput, RequestedOutput, ResponseOutput, ResponseParameters,
+    ServerMetadata, TensorMetadata,
 };
 use super::pool::{InferencePool, PoolError};
-use super::source::{Escalation, LoadedModel, ModelSource};
-
-/// The header with which the binary tensor data extension announces the JSON part's length.
-const BINARY_HEADER: &str = "inference-header-content-length";
+use super::source::{Escalation, EscalationRequest, LoadedModel, ModelSource};
 
 /// The default largest request body: 16 MiB.
 pub const DEFAULT_BODY_LIMIT: usize = 16 * 1024 * 1024;
@@ -126,7 +126,7 @@ impl<S: ModelSource> OipService<S> {
         HttpResponse::Ok().json(ServerMetadata {
             name: self.options.server_name,
             version: self.options.server_version,
-            extensions: [],
+            extensions: ["binary_tensor_data"],
         })
     }
 
@@ -206,36 +206,51 @@ impl<S: ModelSource> OipService<S> {
         version: Option<&str>,
         payload: web::Payload,
     ) -> Result<HttpResponse, OipError> {
-        if request.headers().contains_key(BINARY_HEADER) {
-            return Err(OipError::BadRequest(
-                "the binary tensor data extension (`Inference-Header-Content-Length`) is not \
-                 supported; send a JSON body with `data` arrays (tritonclient: binary_data=False)"
-                    .to_owned(),
-            ));
-        }
+        // Checked before the body is read: a length beyond any acceptable body is refused at
+        // once.
+        let header_length = binary::header_length(
+            request
+                .headers()
+                .get(HEADER_LENGTH)
+                .map(HeaderValue::as_bytes),
+            self.options.body_limit,
+        )?;
         let body = read_body(request, payload, self.options.body_limit).await?;
+        let (header, binary_part) = binary::split_body(&body, header_length)?;
         // The request keeps this `Arc` to the end: a swap or an eviction meanwhile does not
         // affect it.
         let loaded = self.source.resolve(name, version).await?;
-        let parsed: InferRequest = serde_json::from_slice(&body)
+        let parsed: InferRequest = serde_json::from_slice(header)
             .map_err(|e| OipError::BadRequest(format!("malformed inference request: {e}")))?;
-        if let Some(reason) = binary_extension_request(&parsed) {
+        if let Some(reason) = unsupported_extension(&parsed) {
             return Err(OipError::BadRequest(reason));
         }
+        let binary_wanted = binary_outputs(&parsed).map_err(OipError::BadRequest)?;
+        // Every declared size is checked against the bytes received before any is decoded.
+        let binary_inputs = match place_binary_inputs(&parsed.inputs, binary_part) {
+            Ok(placed) => placed,
+            Err(error) => {
+                self.recorder.record_invalid(&loaded.name, &loaded.version);
+                return Err(error.into());
+            }
+        };
         let id = parsed.id;
         let CheckedRequest {
             inputs,
             outputs: wanted,
-        } = match check_request(&loaded, parsed.inputs, parsed.outputs) {
+        } = match check_request(&loaded, parsed.inputs, &binary_inputs, parsed.outputs) {
             Ok(checked) => checked,
-            Err(message) => {
+            Err(error) => {
                 self.recorder.record_invalid(&loaded.name, &loaded.version);
-                return Err(OipError::BadRequest(message));
+                return Err(error);
             }
         };
 
-        // Copied only for requests the source samples for a shadow run.
-        let shadow_inputs = self.source.sample_shadow(&loaded).then(|| inputs.clone());
+        // Copied only for requests that may be escalated or that the source samples for a
+        // shadow run.
+        let shadow = self.source.sample_shadow(&loaded);
+        let escalates = self.source.may_escalate(&loaded);
+        let mut kept_inputs = (shadow || escalates).then(|| inputs.clone());
         let model = Arc::clone(&loaded.model);
         let queued_at = Instant::now();
         let ran = self
@@ -283,44 +298,58 @@ impl<S: ModelSource> OipService<S> {
         };
         self.recorder
             .record(&loaded.name, &loaded.version, outcome, latency);
-        if let (Outcome::Ok, Some(inputs)) = (outcome, shadow_inputs) {
-            self.source.run_shadow(&loaded, inputs, &outputs);
+        if let (Outcome::Ok, true) = (outcome, shadow) {
+            // Moved when no escalation needs them afterwards.
+            let inputs = if escalates {
+                kept_inputs.clone()
+            } else {
+                kept_inputs.take()
+            };
+            if let Some(inputs) = inputs {
+                self.source.run_shadow(&loaded, inputs, &outputs);
+            }
         }
 
-        let served_by = match self.source.escalate(&loaded, &body, &outputs).await {
-            Escalation::Local => self.options.served_by,
-            Escalation::Fallback { served_by } => served_by,
-            Escalation::Answered {
-                mut body,
-                served_by,
-            } => {
-                if let Some(object) = body.as_object_mut() {
-                    let parameters = object
-                        .entry("parameters")
-                        .or_insert_with(|| serde_json::json!({}));
-                    if let Some(p) = parameters.as_object_mut() {
-                        p.insert("flotilla_served_by".into(), served_by.into());
-                    }
-                    if let Some(id) = &id {
-                        object.insert("id".into(), id.clone().into());
-                    }
-                }
-                return Ok(HttpResponse::Ok().json(body));
-            }
-        };
         let selected: Vec<&Tensor> = match &wanted {
             Some(indices) => indices.iter().filter_map(|&i| outputs.get(i)).collect(),
             None => outputs.iter().collect(),
         };
-        Ok(HttpResponse::Ok().json(InferResponse {
-            model_name: &loaded.name,
-            model_version: &loaded.version,
-            id,
-            parameters: ResponseParameters {
-                flotilla_served_by: served_by,
+        let mut served_by = self.options.served_by;
+        if let (true, Some(inputs)) = (escalates, &kept_inputs) {
+            let names: Vec<&str> = selected.iter().map(|t| t.name.as_str()).collect();
+            let escalation = EscalationRequest {
+                id: id.as_deref(),
+                inputs,
+                outputs: &names,
+            };
+            match self.source.escalate(&loaded, &escalation, &outputs).await {
+                Escalation::Local => {}
+                Escalation::Fallback { served_by: mark } => served_by = mark,
+                Escalation::Answered {
+                    body,
+                    served_by: mark,
+                } => match answered(body, mark, id.as_deref(), &binary_wanted) {
+                    Ok(response) => return Ok(response),
+                    Err(e) => {
+                        tracing::warn!(model = %loaded.name, error = %e, "the escalated answer could not be re-encoded; answering locally");
+                        served_by = crate::oip::SERVED_BY_EDGE_FALLBACK;
+                    }
+                },
+            }
+        }
+        respond(
+            InferResponse {
+                model_name: &loaded.name,
+                model_version: &loaded.version,
+                id,
+                parameters: ResponseParameters {
+                    flotilla_served_by: served_by,
+                },
+                outputs: Vec::new(),
             },
-            outputs: selected.into_iter().map(ResponseOutput::of).collect(),
-        }))
+            &selected,
+            &binary_wanted,
+        )
     }
 
     fn inference_failed(&self, loaded: &LoadedModel) -> OipError {
@@ -484,6 +513,136 @@ async fn version_infer<S: ModelSource>(
         .await
 }
 
+/// The answer with `response`'s fields and `outputs`, each as JSON or binary data as the
+/// client asked. With any binary output the body is the JSON part then the outputs' bytes, with
+/// `Inference-Header-Content-Length` and `Content-Type: application/octet-stream`, as Triton
+/// answers; otherwise it is plain JSON.
+fn respond<'a>(
+    mut response: InferResponse<'a>,
+    outputs: &[&'a Tensor],
+    binary: &BinaryOutputs,
+) -> Result<HttpResponse, OipError> {
+    let any_binary = binary.any(outputs.iter().map(|t| t.name.as_str()));
+    response.outputs = outputs
+        .iter()
+        .map(|t| {
+            if binary.is_binary(&t.name) {
+                ResponseOutput::binary(t)
+            } else {
+                ResponseOutput::of(t)
+            }
+        })
+        .collect();
+    if !any_binary {
+        return Ok(HttpResponse::Ok().json(response));
+    }
+    let mut body = serde_json::to_vec(&response).map_err(|e| {
+        tracing::error!(error = %e, "could not write an inference response");
+        OipError::Internal("could not write the inference response".to_owned())
+    })?;
+    let header_length = body.len();
+    let binary_length: usize = outputs
+        .iter()
+        .filter(|t| binary.is_binary(&t.name))
+        .map(|t| binary::encoded_size(t))
+        .sum();
+    body.reserve_exact(binary_length);
+    for tensor in outputs.iter().filter(|t| binary.is_binary(&t.name)) {
+        binary::encode(&tensor.data, &mut body);
+    }
+    Ok(HttpResponse::Ok()
+        .content_type(BINARY_CONTENT_TYPE)
+        .insert_header((HEADER_LENGTH, header_length.to_string()))
+        .body(body))
+}
+
+/// Another endpoint's answer (hybrid inference), marked `served_by` and with the client's `id`.
+/// Returned as it came when the client wants JSON; re-encoded when it wants binary outputs.
+fn answered(
+    mut body: serde_json::Value,
+    served_by: &'static str,
+    id: Option<&str>,
+    binary: &BinaryOutputs,
+) -> Result<HttpResponse, String> {
+    let outputs = body
+        .get("outputs")
+        .and_then(serde_json::Value::as_array)
+        .ok_or("the answer has no outputs")?;
+    let names = outputs
+        .iter()
+        .filter_map(|o| o.get("name").and_then(serde_json::Value::as_str));
+    if !binary.any(names) {
+        if let Some(object) = body.as_object_mut() {
+            let parameters = object.entry("parameters").or_insert_with(|| json!({}));
+            if let Some(p) = parameters.as_object_mut() {
+                p.insert("flotilla_served_by".into(), served_by.into());
+            }
+            if let Some(id) = id {
+                object.insert("id".into(), id.into());
+            }
+        }
+        return Ok(HttpResponse::Ok().json(body));
+    }
+    let tensors = outputs
+        .iter()
+        .map(answer_tensor)
+        .collect::<Result<Vec<Tensor>, String>>()?;
+    let text = |key: &str| {
+        body.get(key)
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or("")
+    };
+    let selected: Vec<&Tensor> = tensors.iter().collect();
+    respond(
+        InferResponse {
+            model_name: text("model_name"),
+            model_version: text("model_version"),
+            id: id.map(str::to_owned),
+            parameters: ResponseParameters {
+                flotilla_served_by: served_by,
+            },
+            outputs: Vec::new(),
+        },
+        &selected,
+        binary,
+    )
+    .map_err(|e| e.to_string())
+}
+
+/// One output of a JSON answer as a tensor.
+fn answer_tensor(output: &serde_json::Value) -> Result<Tensor, String> {
+    #[derive(serde::Deserialize)]
+    struct Output {
+        name: String,
+        datatype: String,
+        shape: Vec<usize>,
+        data: serde_json::Value,
+    }
+    let output = Output::deserialize(output).map_err(|e| format!("an output is malformed: {e}"))?;
+    let datatype = DataType::from_name(&output.datatype).ok_or_else(|| {
+        format!(
+            "output `{}` has datatype `{}`",
+            output.name, output.datatype
+        )
+    })?;
+    let data = serde_json::value::to_raw_value(&output.data)
+        .and_then(|raw| parse_data(datatype, &raw))
+        .map_err(|e| format!("output `{}` has invalid data: {e}", output.name))?;
+    if output
+        .shape
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        != Some(data.len())
+    {
+        return Err(format!("output `{}` does not fill its shape", output.name));
+    }
+    Ok(Tensor {
+        name: output.name,
+        shape: output.shape,
+        data,
+    })
+}
+
 /// Reads the whole body, decompressed, refusing more than `limit` bytes.
 async fn read_body(
     request: &HttpRequest,
@@ -511,6 +670,28 @@ async fn read_body(
     }
 }
 
+/// Each input's binary data (`None` for JSON inputs), once the declared sizes are known to
+/// cover `binary_part` exactly.
+fn place_binary_inputs<'a>(
+    inputs: &[RequestInput],
+    binary_part: &'a [u8],
+) -> Result<Vec<Option<&'a [u8]>>, BinaryDataError> {
+    let declared = inputs
+        .iter()
+        .map(|i| {
+            Ok((
+                i.name.as_str(),
+                binary::declared_size(&i.name, i.parameters.as_ref())?,
+            ))
+        })
+        .collect::<Result<Vec<_>, BinaryDataError>>()?;
+    let ranges = binary::locate(&declared, binary_part.len())?;
+    Ok(ranges
+        .into_iter()
+        .map(|r| r.and_then(|r| binary_part.get(r)))
+        .collect())
+}
+
 /// A request that fits its model.
 struct CheckedRequest {
     /// The input tensors, in request order (the runtime puts them in graph order).
@@ -524,60 +705,80 @@ struct CheckedRequest {
 fn check_request(
     loaded: &LoadedModel,
     inputs: Vec<RequestInput>,
+    binary_inputs: &[Option<&[u8]>],
     outputs: Option<Vec<RequestedOutput>>,
-) -> Result<CheckedRequest, String> {
+) -> Result<CheckedRequest, OipError> {
     let specs = loaded.model.inputs();
     let mut given = vec![false; specs.len()];
     let mut tensors = Vec::with_capacity(inputs.len());
-    for input in inputs {
+    for (input, binary_data) in inputs.into_iter().zip(binary_inputs) {
         let Some(index) = specs.iter().position(|s| s.name == input.name) else {
-            return Err(format!(
+            return Err(bad(format!(
                 "unknown input `{}`; model `{}` takes {}",
                 input.name,
                 loaded.name,
                 names(specs.iter().map(|s| s.name.as_str()))
-            ));
+            )));
         };
         let spec = &specs[index];
         if std::mem::replace(&mut given[index], true) {
-            return Err(format!("input `{}` is given more than once", input.name));
+            return Err(bad(format!(
+                "input `{}` is given more than once",
+                input.name
+            )));
         }
         let datatype = DataType::from_name(&input.datatype).ok_or_else(|| {
-            format!(
+            bad(format!(
                 "input `{}` has datatype `{}`, which is not supported; supported: {}",
                 input.name,
                 input.datatype,
                 names(DataType::ALL.iter().map(|d| d.name()))
-            )
+            ))
         })?;
         if datatype != spec.datatype {
-            return Err(format!(
+            return Err(bad(format!(
                 "input `{}` must be {}, got {datatype}",
                 spec.name, spec.datatype
-            ));
+            )));
         }
         if !spec.accepts_shape(&input.shape) {
-            return Err(format!(
+            return Err(bad(format!(
                 "input `{}` must have shape {} (-1: any size), got {}",
                 spec.name,
                 shape_text(&spec.shape),
                 shape_text(&input.shape)
-            ));
+            )));
         }
-        let data = parse_data(datatype, &input.data)
-            .map_err(|e| format!("input `{}` has invalid data: {e}", spec.name))?;
         let elements = input
             .shape
             .iter()
             .try_fold(1usize, |acc, &d| acc.checked_mul(d));
+        let data = match (binary_data, &input.data) {
+            (Some(_), Some(_)) => {
+                return Err(BinaryDataError::Size(format!(
+                    "input `{}` has both `data` and `binary_data_size`; send one",
+                    spec.name
+                ))
+                .into())
+            }
+            (None, None) => {
+                return Err(bad(format!(
+                    "input `{}` has no `data` (nor `binary_data_size` for binary data)",
+                    spec.name
+                )))
+            }
+            (Some(bytes), None) => binary::decode(&spec.name, datatype, elements, bytes)?,
+            (None, Some(json)) => parse_data(datatype, json)
+                .map_err(|e| bad(format!("input `{}` has invalid data: {e}", spec.name)))?,
+        };
         if elements != Some(data.len()) {
-            return Err(format!(
+            return Err(bad(format!(
                 "input `{}` has shape {} ({} values) but {} values in `data`",
                 spec.name,
                 shape_text(&input.shape),
                 elements.map_or_else(|| "too many".to_owned(), |n| n.to_string()),
                 data.len()
-            ));
+            )));
         }
         tensors.push(Tensor {
             name: input.name,
@@ -586,7 +787,7 @@ fn check_request(
         });
     }
     if let Some(missing) = specs.iter().zip(&given).find(|(_, &g)| !g) {
-        return Err(format!("missing input `{}`", missing.0.name));
+        return Err(bad(format!("missing input `{}`", missing.0.name)));
     }
 
     let Some(outputs) = outputs else {
@@ -599,18 +800,18 @@ fn check_request(
     let mut wanted: Vec<usize> = Vec::with_capacity(outputs.len());
     for output in outputs {
         let Some(index) = declared.iter().position(|s| s.name == output.name) else {
-            return Err(format!(
+            return Err(bad(format!(
                 "unknown output `{}`; model `{}` returns {}",
                 output.name,
                 loaded.name,
                 names(declared.iter().map(|s| s.name.as_str()))
-            ));
+            )));
         };
         if wanted.contains(&index) {
-            return Err(format!(
+            return Err(bad(format!(
                 "output `{}` is requested more than once",
                 output.name
-            ));
+            )));
         }
         wanted.push(index);
     }
@@ -618,6 +819,10 @@ fn check_request(
         inputs: tensors,
         outputs: Some(wanted),
     })
+}
+
+fn bad(message: String) -> OipError {
+    OipError::BadRequest(message)
 }
 
 fn names<'a>(names: impl Iterator<Item = &'a str>) -> String {

@@ -8,6 +8,7 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 
+use super::binary::BinaryDataError;
 use super::oip::ErrorBody;
 
 /// Why an inference API request failed.
@@ -19,6 +20,10 @@ pub enum OipError {
     /// The request is malformed or does not fit the model (400).
     #[error("{0}")]
     BadRequest(String),
+    /// The binary tensor data after the JSON part does not match what the JSON declares (400),
+    /// with a code per kind of mismatch.
+    #[error("{0}")]
+    BinaryData(#[from] BinaryDataError),
     /// A health check answered false (400, as the protocol asks for a 4xx).
     #[error("{0}")]
     NotReady(String),
@@ -65,7 +70,9 @@ impl OipError {
     pub fn status(&self) -> StatusCode {
         match self {
             OipError::NotFound(_) => StatusCode::NOT_FOUND,
-            OipError::BadRequest(_) | OipError::NotReady(_) => StatusCode::BAD_REQUEST,
+            OipError::BadRequest(_) | OipError::BinaryData(_) | OipError::NotReady(_) => {
+                StatusCode::BAD_REQUEST
+            }
             OipError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             OipError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             OipError::Busy(_) | OipError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -81,6 +88,7 @@ impl OipError {
         match self {
             OipError::NotFound(_) => "not_found",
             OipError::BadRequest(_) => "bad_request",
+            OipError::BinaryData(e) => e.code(),
             OipError::NotReady(_) => "not_ready",
             OipError::MethodNotAllowed(_) => "method_not_allowed",
             OipError::PayloadTooLarge { .. } => "payload_too_large",

@@ -5,6 +5,7 @@
 //!   registry of installed versions; the server's cache of published versions).
 //! - [`OipService`] / [`routes`]: the endpoints, checking requests against the model's
 //!   signature; errors in the protocol's `{"error": "..."}` form ([`OipError`]).
+//! - [`binary`]: Triton's binary tensor data extension, raw tensor bytes after the JSON part.
 //! - [`InferencePool`]: the bounded worker pool inference runs on; a full queue means 503.
 //! - [`HealthRecorder`]: per-model-version counts and latency, as a window for the agent's
 //!   reports and as Prometheus text ([`metrics`]).
@@ -13,6 +14,7 @@
 //! `flotilla-runtime` for models and on actix-web for HTTP, never on tract directly.
 
 mod api;
+pub mod binary;
 mod error;
 mod health;
 pub mod metrics;
@@ -29,4 +31,4 @@ pub use health::{
 };
 pub use oip::{parse_data, SERVED_BY_EDGE, SERVED_BY_EDGE_FALLBACK, SERVED_BY_SERVER};
 pub use pool::{InferencePool, PoolConfig, PoolError};
-pub use source::{Escalation, LoadedModel, ModelSource};
+pub use source::{Escalation, EscalationRequest, LoadedModel, ModelSource};

@@ -1,8 +1,9 @@
 //! The Open Inference Protocol's (KServe v2 REST) JSON bodies, and the conversion between its
 //! tensors and the runtime's.
 //!
-//! Only the JSON tensor encoding is supported: the binary tensor data extension is refused with
-//! a clear message (see [`binary_extension_request`]).
+//! Tensors travel as JSON arrays or, with the binary tensor data extension, as raw bytes after
+//! the JSON part (see [`crate::binary`]); shared memory and classification are refused (see
+//! [`unsupported_extension`]).
 
 use std::fmt;
 use std::marker::PhantomData;
@@ -28,7 +29,7 @@ pub struct InferRequest {
     /// Echoed in the response.
     #[serde(default)]
     pub id: Option<String>,
-    /// Request parameters; only the binary-data ones are looked at (to refuse them).
+    /// Request parameters; only `binary_data_output` is looked at.
     #[serde(default)]
     pub parameters: Option<Map<String, Value>>,
     /// The input tensors.
@@ -48,11 +49,12 @@ pub struct RequestInput {
     pub shape: Vec<usize>,
     /// KServe v2 datatype name.
     pub datatype: String,
-    /// Tensor parameters; only the binary-data and shared-memory ones are looked at.
+    /// Tensor parameters; only `binary_data_size` and the shared-memory ones are looked at.
     #[serde(default)]
     pub parameters: Option<Map<String, Value>>,
-    /// Row-major values, flat or as nested arrays.
-    pub data: Box<RawValue>,
+    /// Row-major values, flat or as nested arrays; absent when the input is binary data.
+    #[serde(default)]
+    pub data: Option<Box<RawValue>>,
 }
 
 /// An output the client asks for.
@@ -99,18 +101,44 @@ pub struct ResponseOutput<'a> {
     pub datatype: &'static str,
     /// Concrete dimensions.
     pub shape: &'a [usize],
-    /// Flat row-major values; NaN and infinities are written as `null`.
-    pub data: JsonData<'a>,
+    /// For a binary output, the size of its bytes after the JSON part.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parameters: Option<BinaryParameters>,
+    /// Flat row-major values; NaN and infinities are written as `null`. Absent for a binary
+    /// output.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<JsonData<'a>>,
+}
+
+/// The parameters of a binary output.
+#[derive(Debug, Serialize)]
+pub struct BinaryParameters {
+    /// Bytes of the output's data after the JSON part.
+    pub binary_data_size: usize,
 }
 
 impl<'a> ResponseOutput<'a> {
-    /// The response form of a runtime tensor.
+    /// The response form of a runtime tensor, its data as a JSON array.
     pub fn of(tensor: &'a Tensor) -> ResponseOutput<'a> {
         ResponseOutput {
             name: &tensor.name,
             datatype: tensor.datatype().name(),
             shape: &tensor.shape,
-            data: JsonData(&tensor.data),
+            parameters: None,
+            data: Some(JsonData(&tensor.data)),
+        }
+    }
+
+    /// The response form of a runtime tensor whose data follows the JSON part as bytes.
+    pub fn binary(tensor: &'a Tensor) -> ResponseOutput<'a> {
+        ResponseOutput {
+            name: &tensor.name,
+            datatype: tensor.datatype().name(),
+            shape: &tensor.shape,
+            parameters: Some(BinaryParameters {
+                binary_data_size: crate::binary::encoded_size(tensor),
+            }),
+            data: None,
         }
     }
 }
@@ -192,8 +220,8 @@ pub struct ServerMetadata {
     pub name: &'static str,
     /// The serving process's version.
     pub version: &'static str,
-    /// Protocol extensions supported: none.
-    pub extensions: [&'static str; 0],
+    /// Protocol extensions supported: `binary_tensor_data`.
+    pub extensions: [&'static str; 1],
 }
 
 /// The OIP error body, `{"error": "<message>"}`, with a stable `code` when the server answers.
@@ -206,26 +234,11 @@ pub struct ErrorBody<'a> {
     pub code: Option<&'static str>,
 }
 
-/// If the request asks for the binary tensor data extension (or another extension this server
-/// lacks), the reason to refuse it.
-pub fn binary_extension_request(request: &InferRequest) -> Option<String> {
-    const HINT: &str = "this server supports only JSON tensor data: send `data` in the JSON body \
-                        and request outputs with `binary_data: false` (tritonclient: \
-                        `binary_data=False`)";
-    if flag(request.parameters.as_ref(), "binary_data_output") {
-        return Some(format!(
-            "binary output data (`binary_data_output`) is not supported; {HINT}"
-        ));
-    }
+/// If the request asks for an extension this server lacks (shared memory, classification),
+/// the reason to refuse it. Binary tensor data is supported.
+pub fn unsupported_extension(request: &InferRequest) -> Option<String> {
     for input in &request.inputs {
-        let parameters = input.parameters.as_ref();
-        if has(parameters, "binary_data_size") {
-            return Some(format!(
-                "input `{}` is sent as binary data (`binary_data_size`), which is not supported; {HINT}",
-                input.name
-            ));
-        }
-        if has(parameters, "shared_memory_region") {
+        if has(input.parameters.as_ref(), "shared_memory_region") {
             return Some(format!(
                 "input `{}` is in a shared memory region, which is not supported",
                 input.name
@@ -234,12 +247,6 @@ pub fn binary_extension_request(request: &InferRequest) -> Option<String> {
     }
     for output in request.outputs.iter().flatten() {
         let parameters = output.parameters.as_ref();
-        if flag(parameters, "binary_data") {
-            return Some(format!(
-                "output `{}` is requested as binary data (`binary_data: true`), which is not supported; {HINT}",
-                output.name
-            ));
-        }
         if has(parameters, "shared_memory_region") {
             return Some(format!(
                 "output `{}` is requested in a shared memory region, which is not supported",
@@ -256,14 +263,66 @@ pub fn binary_extension_request(request: &InferRequest) -> Option<String> {
     None
 }
 
+/// Which outputs the client wants as binary data: `binary_data` on an output, otherwise the
+/// request's `binary_data_output` (which also covers every output when none is named). The
+/// error is the message for the client.
+pub fn binary_outputs(request: &InferRequest) -> Result<BinaryOutputs, String> {
+    let all = flag(request.parameters.as_ref(), "binary_data_output")
+        .map_err(|v| {
+            format!("the request parameter `binary_data_output` must be true or false, got {v}")
+        })?
+        .unwrap_or(false);
+    let mut named = Vec::new();
+    for output in request.outputs.iter().flatten() {
+        let binary = flag(output.parameters.as_ref(), "binary_data")
+            .map_err(|v| {
+                format!(
+                    "output `{}` has `binary_data` {v}; it must be true or false",
+                    output.name
+                )
+            })?
+            .unwrap_or(all);
+        named.push((output.name.clone(), binary));
+    }
+    Ok(BinaryOutputs { all, named })
+}
+
+/// Which outputs go as binary data (see [`binary_outputs`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BinaryOutputs {
+    all: bool,
+    named: Vec<(String, bool)>,
+}
+
+impl BinaryOutputs {
+    /// Whether output `name` goes as binary data.
+    pub fn is_binary(&self, name: &str) -> bool {
+        self.named
+            .iter()
+            .find(|(n, _)| n == name)
+            .map_or(self.all, |&(_, binary)| binary)
+    }
+
+    /// Whether any output of `outputs` goes as binary data.
+    pub fn any<'a>(&self, mut outputs: impl Iterator<Item = &'a str>) -> bool {
+        outputs.any(|name| self.is_binary(name))
+    }
+}
+
 fn has(parameters: Option<&Map<String, Value>>, key: &str) -> bool {
     parameters.is_some_and(|p| p.contains_key(key))
 }
 
-fn flag(parameters: Option<&Map<String, Value>>, key: &str) -> bool {
-    parameters
-        .and_then(|p| p.get(key))
-        .is_some_and(|v| v.as_bool() != Some(false))
+/// A boolean parameter: `Ok(None)` when absent, `Err(value)` when not a boolean.
+fn flag<'a>(
+    parameters: Option<&'a Map<String, Value>>,
+    key: &str,
+) -> Result<Option<bool>, &'a Value> {
+    match parameters.and_then(|p| p.get(key)) {
+        None => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(other) => Err(other),
+    }
 }
 
 /// Reads a request input's `data`, flat or nested, as `datatype` elements.
@@ -544,20 +603,54 @@ mod tests {
     }
 
     #[test]
-    fn binary_extension_requests_are_recognised() {
+    fn unsupported_extensions_are_recognised() {
         let plain = request(
-            r#"{"inputs":[{"name":"x","shape":[1],"datatype":"FP32","data":[1],
-                "parameters":{"binary_data":false}}],
-                "outputs":[{"name":"y","parameters":{"binary_data":false}}]}"#,
+            r#"{"inputs":[{"name":"x","shape":[1],"datatype":"FP32","parameters":{"binary_data_size":4}}],
+                "outputs":[{"name":"y","parameters":{"binary_data":true}}]}"#,
         );
-        assert_eq!(binary_extension_request(&plain), None);
+        assert_eq!(unsupported_extension(&plain), None);
         for json in [
-            r#"{"parameters":{"binary_data_output":true},"inputs":[]}"#,
-            r#"{"inputs":[{"name":"x","shape":[1],"datatype":"FP32","data":[],"parameters":{"binary_data_size":4}}]}"#,
-            r#"{"inputs":[],"outputs":[{"name":"y","parameters":{"binary_data":true}}]}"#,
+            r#"{"inputs":[{"name":"x","shape":[1],"datatype":"FP32","parameters":{"shared_memory_region":"r"}}]}"#,
+            r#"{"inputs":[],"outputs":[{"name":"y","parameters":{"shared_memory_region":"r"}}]}"#,
             r#"{"inputs":[],"outputs":[{"name":"y","parameters":{"classification":2}}]}"#,
         ] {
-            assert!(binary_extension_request(&request(json)).is_some(), "{json}");
+            assert!(unsupported_extension(&request(json)).is_some(), "{json}");
         }
+    }
+
+    #[test]
+    fn binary_outputs_follow_the_output_then_the_request() {
+        let wants = |json: &str| binary_outputs(&request(json)).unwrap();
+        // tritonclient's default call: no outputs named, binary_data_output.
+        let all = wants(r#"{"parameters":{"binary_data_output":true},"inputs":[]}"#);
+        assert!(all.is_binary("probabilities"));
+        let none = wants(r#"{"inputs":[]}"#);
+        assert!(!none.is_binary("probabilities"));
+        let mixed = wants(
+            r#"{"parameters":{"binary_data_output":true},"inputs":[],
+                "outputs":[{"name":"a","parameters":{"binary_data":false}},{"name":"b"}]}"#,
+        );
+        assert!(!mixed.is_binary("a") && mixed.is_binary("b"));
+        let one = wants(
+            r#"{"inputs":[],"outputs":[{"name":"a","parameters":{"binary_data":true}},{"name":"b"}]}"#,
+        );
+        assert!(one.is_binary("a") && !one.is_binary("b"));
+        assert!(one.any(["b", "a"].into_iter()) && !one.any(["b"].into_iter()));
+        for json in [
+            r#"{"parameters":{"binary_data_output":"yes"},"inputs":[]}"#,
+            r#"{"inputs":[],"outputs":[{"name":"a","parameters":{"binary_data":1}}]}"#,
+        ] {
+            assert!(binary_outputs(&request(json)).is_err(), "{json}");
+        }
+    }
+
+    #[test]
+    fn binary_outputs_carry_their_size_instead_of_data() {
+        let tensor = Tensor::new("p", vec![1, 3], vec![0.25f32, f32::NAN, 1.0]);
+        let json = serde_json::to_string(&ResponseOutput::binary(&tensor)).unwrap();
+        assert_eq!(
+            json,
+            r#"{"name":"p","datatype":"FP32","shape":[1,3],"parameters":{"binary_data_size":12}}"#
+        );
     }
 }

@@ -7,6 +7,7 @@ use std::time::SystemTime;
 use flotilla_runtime::{Model, Tensor};
 
 use super::error::OipError;
+use super::oip::ResponseOutput;
 
 /// One model version ready to serve.
 ///
@@ -61,12 +62,19 @@ pub trait ModelSource: Send + Sync + 'static {
         async move { Ok(versions) }
     }
 
-    /// Hybrid inference: after the local run, whether another answer replaces it. `request` is
-    /// the client's request body. By default the local answer stands.
+    /// Hybrid inference: whether requests to `loaded` might be escalated, asked before the run
+    /// so the inputs are kept only then. By default none is.
+    fn may_escalate(&self, _loaded: &LoadedModel) -> bool {
+        false
+    }
+
+    /// Hybrid inference: after the local run of a request [`ModelSource::may_escalate`]
+    /// allowed, whether another answer replaces it. `request` is the client's request in JSON
+    /// form, whatever encoding the client used. By default the local answer stands.
     fn escalate(
         &self,
         _loaded: &LoadedModel,
-        _request: &[u8],
+        _request: &EscalationRequest<'_>,
         _outputs: &[Tensor],
     ) -> impl Future<Output = Escalation> + Send {
         async { Escalation::Local }
@@ -92,6 +100,34 @@ pub trait ModelSource: Send + Sync + 'static {
     /// Extra facts for a ready answer (`/v2/health/ready`), such as a stale desired state.
     fn ready_details(&self) -> Option<serde_json::Value> {
         None
+    }
+}
+
+/// A client's request as another endpoint is asked it (hybrid inference): its inputs and the
+/// outputs it gets, re-encoded as the protocol's plain JSON whether the client sent JSON or
+/// binary tensors, so the other endpoint's answer is JSON too.
+#[derive(Debug, Clone, Copy)]
+pub struct EscalationRequest<'a> {
+    /// The client's request `id`.
+    pub id: Option<&'a str>,
+    /// The inputs, as decoded.
+    pub inputs: &'a [Tensor],
+    /// The outputs the client gets, in its order.
+    pub outputs: &'a [&'a str],
+}
+
+impl EscalationRequest<'_> {
+    /// The Open Inference Protocol request body: `id`, `inputs` with JSON `data` (NaN as
+    /// `null`), every output named and asked as JSON.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut body = serde_json::json!({
+            "inputs": self.inputs.iter().map(ResponseOutput::of).collect::<Vec<_>>(),
+            "outputs": self.outputs.iter().map(|name| serde_json::json!({ "name": name })).collect::<Vec<_>>(),
+        });
+        if let (Some(id), Some(object)) = (self.id, body.as_object_mut()) {
+            object.insert("id".to_owned(), id.into());
+        }
+        body
     }
 }
 

@@ -169,7 +169,10 @@ pub fn serve(listener: TcpListener, api: LocalApi) -> std::io::Result<Server> {
 /// Refuses what only a web page could send the loopback port: a `Host` that is a DNS name
 /// other than `localhost` (DNS rebinding: a page whose name now points at 127.0.0.1), and a
 /// `POST` whose body a cross-site form can send without asking (`text/plain`, form data).
-/// Clients that speak the protocol name an IP or `localhost` and send JSON.
+/// Clients that speak the protocol name an IP or `localhost` and send `application/json`,
+/// `application/octet-stream` (binary tensor data) or no `Content-Type` at all (tritonclient):
+/// a page must pass a CORS preflight to send the first two cross-site. A body without a type
+/// needs none, but a page never reads the answer to it.
 async fn local_request_guard(
     request: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
@@ -203,7 +206,7 @@ fn local_refusal(request: &HttpRequest) -> Option<HttpResponse> {
                 .to_ascii_lowercase();
             if essence != "application/json" && essence != "application/octet-stream" {
                 return Some(HttpResponse::UnsupportedMediaType().json(serde_json::json!({
-                    "error": format!("Content-Type `{essence}` is not accepted: send application/json")
+                    "error": format!("Content-Type `{essence}` is not accepted: send application/json (or application/octet-stream with binary tensor data)")
                 })));
             }
         }

@@ -8,7 +8,8 @@ use flotilla_protocol::agent::{DesiredStateHealth, EscalationPolicy};
 use flotilla_runtime::Model;
 use flotilla_runtime::Tensor;
 use flotilla_serving::{
-    Escalation, LoadedModel, ModelSource, OipError, SERVED_BY_EDGE_FALLBACK, SERVED_BY_SERVER,
+    Escalation, EscalationRequest, LoadedModel, ModelSource, OipError, SERVED_BY_EDGE_FALLBACK,
+    SERVED_BY_SERVER,
 };
 
 use crate::hybrid::{needs_server, Escalator};
@@ -184,10 +185,14 @@ impl ModelSource for ModelRegistry {
         }
     }
 
+    fn may_escalate(&self, loaded: &LoadedModel) -> bool {
+        self.escalator.get().is_some() && self.policies.load().contains_key(&loaded.name)
+    }
+
     async fn escalate(
         &self,
         loaded: &LoadedModel,
-        request: &[u8],
+        request: &EscalationRequest<'_>,
         outputs: &[Tensor],
     ) -> Escalation {
         // Cloned out: the policy map may be swapped while the server is being asked.
@@ -198,9 +203,8 @@ impl ModelSource for ModelRegistry {
         if !needs_server(&policy, outputs) {
             return Escalation::Local;
         }
-        let Ok(body) = serde_json::from_slice::<serde_json::Value>(request) else {
-            return Escalation::Local;
-        };
+        // JSON whatever the client sent (binary tensors included), so the server answers JSON.
+        let body = request.to_json();
         match escalator
             .ask(&loaded.name, &loaded.version, &policy, &body, outputs)
             .await

@@ -3,7 +3,9 @@
 use flotilla_agent::inference::LocalApiConfig;
 use serde_json::{json, Value};
 
-use crate::support::{error_message, expected_model, infer_body, read, TestApi, FRAUD_1_0};
+use crate::support::{
+    binary_body, error_message, expected_model, infer_body, read, TestApi, FRAUD_1_0,
+};
 
 fn fraud_request() -> Value {
     infer_body(&expected_model(FRAUD_1_0).cases[0], false)
@@ -121,41 +123,96 @@ async fn malformed_json_is_400() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_binary_tensor_extension_is_refused_clearly() {
+async fn malformed_binary_bodies_are_refused_before_anything_is_decoded() {
     let app = TestApi::with_samples().await;
-    let valid = fraud_request();
+    let path = "/v2/models/fraud/infer";
+    // fraud takes [N, 8] FP32: a [1, 8] input is 32 bytes.
+    let header = |shape: Value, size: Value| {
+        json!({ "inputs": [{ "name": "features", "shape": shape, "datatype": "FP32",
+                             "parameters": { "binary_data_size": size } }] })
+    };
+    let refused = |response: reqwest::Response, needle: &'static str| async move {
+        let (status, body) = read(response).await;
+        assert_eq!(status, 400, "{body}");
+        let message = error_message(&body);
+        assert!(message.contains(needle), "{message:?} lacks {needle:?}");
+    };
 
-    let mut body = valid.clone();
-    body["parameters"] = json!({ "binary_data_output": true });
-    expect_error(&app, &body, 400, "binary output data").await;
+    // The header length beyond the body, not a number, or beyond any acceptable body.
+    let (length, body) = binary_body(&header(json!([1, 8]), json!(32)), &[0; 32]);
+    let beyond = (length + 33).to_string();
+    refused(app.post_binary(path, &beyond, body.clone()).await, "only").await;
+    refused(
+        app.post_binary(path, "12abc", body.clone()).await,
+        "length in bytes",
+    )
+    .await;
+    let huge = "99999999999999999999999";
+    refused(
+        app.post_binary(path, huge, body.clone()).await,
+        "length in bytes",
+    )
+    .await;
+    refused(
+        app.post_binary(path, "1099511627776", body).await,
+        "largest body",
+    )
+    .await;
 
-    let mut body = valid.clone();
-    body["outputs"] = json!([{ "name": "probabilities", "parameters": { "binary_data": true } }]);
-    expect_error(&app, &body, 400, "binary_data=False").await;
+    // A binary_data_size that is not what the shape needs.
+    let (length, body) = binary_body(&header(json!([1, 8]), json!(31)), &[0; 31]);
+    refused(
+        app.post_binary(path, &length.to_string(), body).await,
+        "need 32",
+    )
+    .await;
+    // Sizes summing past the body.
+    let (length, body) = binary_body(&header(json!([1, 8]), json!(32)), &[0; 16]);
+    refused(
+        app.post_binary(path, &length.to_string(), body).await,
+        "only 16 bytes",
+    )
+    .await;
+    // Bytes no input accounts for.
+    let (length, body) = binary_body(&header(json!([1, 8]), json!(32)), &[0; 40]);
+    refused(
+        app.post_binary(path, &length.to_string(), body).await,
+        "add up to 32",
+    )
+    .await;
+    // A huge declared size (for a shape that would need it) is refused by arithmetic on the
+    // sizes, before any buffer is sized from it.
+    let (length, body) = binary_body(&header(json!([1u64 << 59, 8]), json!(1u64 << 62)), &[0; 32]);
+    refused(
+        app.post_binary(path, &length.to_string(), body).await,
+        "only 32 bytes",
+    )
+    .await;
+    let (length, body) = binary_body(&header(json!([1, 8]), json!(-32)), &[0; 32]);
+    refused(
+        app.post_binary(path, &length.to_string(), body).await,
+        "not a size",
+    )
+    .await;
+    // Binary inputs with no header length: the whole body is JSON, no bytes follow it.
+    let (_, body) = binary_body(&header(json!([1, 8]), json!(32)), &[]);
+    let (status, answer) = app.post_raw(path, body).await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(error_message(&answer).contains("only 0 bytes"), "{answer}");
+    // Both `data` and binary data.
+    let mut both = header(json!([1, 8]), json!(32));
+    both["inputs"][0]["data"] = json!([0, 0, 0, 0, 0, 0, 0, 0]);
+    let (length, body) = binary_body(&both, &[0; 32]);
+    refused(
+        app.post_binary(path, &length.to_string(), body).await,
+        "both",
+    )
+    .await;
 
-    let mut body = valid.clone();
-    body["inputs"][0]["parameters"] = json!({ "binary_data_size": 32 });
-    expect_error(&app, &body, 400, "binary data").await;
-
-    // What tritonclient sends for binary inputs: a JSON header, then raw bytes.
-    let header = serde_json::to_vec(&json!({
-        "inputs": [{ "name": "features", "shape": [1, 8], "datatype": "FP32",
-                     "parameters": { "binary_data_size": 32 } }]
-    }))
-    .unwrap();
-    let mut raw = header.clone();
-    raw.extend_from_slice(&[0u8; 32]);
-    let response = app
-        .client
-        .post(app.url("/v2/models/fraud/infer"))
-        .header("Inference-Header-Content-Length", header.len())
-        .body(raw)
-        .send()
-        .await
-        .unwrap();
-    let (status, response) = read(response).await;
-    assert_eq!(status, 400);
-    assert!(error_message(&response).contains("Inference-Header-Content-Length"));
+    // Still serving: the same request, well formed.
+    let (length, body) = binary_body(&header(json!([1, 8]), json!(32)), &[0; 32]);
+    let (status, answer) = read(app.post_binary(path, &length.to_string(), body).await).await;
+    assert_eq!(status, 200, "{answer}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

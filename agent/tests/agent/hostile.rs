@@ -25,7 +25,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::device::{model_bytes, Device};
-use crate::support::TestApi;
+use crate::support::{binary_body, f32_bytes, f32_values, read_binary, TestApi};
 
 /// How the hostile server answers one request.
 #[derive(Clone)]
@@ -644,6 +644,79 @@ async fn escalated_answers_that_fit_the_model_are_returned() {
         "{answer}"
     );
     assert_eq!(answer["outputs"][0]["data"], json!([0.25, 0.75]));
+}
+
+/// A client speaking binary tensors: the device escalates in JSON (the server then answers JSON
+/// too) and returns the server's answer in the encoding the client asked for.
+#[tokio::test]
+async fn binary_requests_escalate_as_json_and_answer_in_binary() {
+    let app = TestApi::start(
+        Default::default(),
+        &[("fraud", "1.0.0", "fraud-1.0.0.onnx")],
+    )
+    .await;
+    let server = Hostile::start(|_| {
+        Answer::Full(
+            "200 OK",
+            serde_json::to_vec(&json!({"model_name": "fraud", "model_version": "1.1.0",
+                "outputs": [{"name": "probabilities", "datatype": "FP32", "shape": [1, 2],
+                             "data": [0.25, 0.75]}]}))
+            .unwrap(),
+        )
+    })
+    .await;
+    app.api
+        .registry()
+        .set_escalator(Escalator::new(&server.base, "fld_x").unwrap());
+    app.api
+        .registry()
+        .set_escalation("fraud", Some(policy(1.0)));
+    let features = [0.1f32, 0.2, f32::NAN, 0.4, 0.5, 0.6, 0.7, 0.8];
+    // tritonclient's default call with binary inputs: no outputs named, binary_data_output.
+    let header = json!({
+        "id": "b-1",
+        "parameters": { "binary_data_output": true },
+        "inputs": [{ "name": "features", "shape": [1, 8], "datatype": "FP32",
+                     "parameters": { "binary_data_size": 32 } }]
+    });
+    let (length, body) = binary_body(&header, &f32_bytes(&features));
+    let (answer, bytes) = read_binary(
+        app.post_binary("/v2/models/fraud/infer", &length.to_string(), body)
+            .await,
+    )
+    .await;
+    assert_eq!(
+        answer["parameters"]["flotilla_served_by"], "server",
+        "{answer}"
+    );
+    assert_eq!(answer["model_version"], "1.1.0", "{answer}");
+    assert_eq!(answer["id"], "b-1", "{answer}");
+    assert_eq!(
+        answer["outputs"][0]["parameters"]["binary_data_size"], 8,
+        "{answer}"
+    );
+    assert_eq!(f32_values(&bytes), [0.25, 0.75]);
+
+    // What the server was asked: plain JSON, the inputs' values (NaN as null), the output named.
+    let seen = server.seen();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    let headers = seen[0].headers.to_ascii_lowercase();
+    assert!(
+        !headers.contains("inference-header-content-length"),
+        "{headers}"
+    );
+    assert!(
+        headers.contains("content-type: application/json"),
+        "{headers}"
+    );
+    let asked: Value = serde_json::from_slice(&seen[0].body).unwrap();
+    let data = asked["inputs"][0]["data"].as_array().unwrap();
+    assert_eq!(data.len(), 8, "{asked}");
+    assert!(data[2].is_null(), "{asked}");
+    assert_eq!(data[0].as_f64().unwrap() as f32, 0.1);
+    assert_eq!(asked["inputs"][0]["shape"], json!([1, 8]));
+    assert_eq!(asked["outputs"], json!([{ "name": "probabilities" }]));
+    assert!(asked.get("parameters").is_none(), "{asked}");
 }
 
 #[tokio::test]

@@ -4,7 +4,8 @@ use flotilla_agent::inference::{LocalApiConfig, SERVED_BY_EDGE};
 use serde_json::{json, Value};
 
 use crate::support::{
-    assert_outputs, error_message, expected_model, infer_body, TestApi, FRAUD_1_0, SAMPLE_MODELS,
+    assert_outputs, binary_body, error_message, expected_model, f32_bytes, f32_values, infer_body,
+    read, read_binary, TestApi, FRAUD_1_0, SAMPLE_MODELS,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -41,6 +42,100 @@ async fn answers_match_onnxruntime_for_every_model_flat_and_nested() {
     assert_eq!(checked, 12);
 }
 
+/// The binary tensor data extension: inputs as bytes after the JSON part, outputs asked as
+/// bytes; the numbers are the JSON answer's, to the bit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_tensors_carry_the_json_answers_bit_for_bit() {
+    let app = TestApi::with_samples().await;
+    let mut checked = 0;
+    for (name, _, file) in SAMPLE_MODELS {
+        let path = format!("/v2/models/{name}/infer");
+        for case in &expected_model(file).cases {
+            let json_body = infer_body(case, false);
+            let (status, json_answer) = app.post(&path, &json_body).await;
+            assert_eq!(status, 200, "{json_answer}");
+            let want: Vec<f32> = json_answer["outputs"][0]["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap() as f32)
+                .collect();
+
+            // Binary inputs, every output binary (`binary_data_output`, no outputs named).
+            let input = &json_body["inputs"][0];
+            let values: Vec<f32> = input["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap() as f32)
+                .collect();
+            let header = json!({
+                "id": "bin",
+                "parameters": { "binary_data_output": true },
+                "inputs": [{ "name": input["name"], "shape": input["shape"], "datatype": "FP32",
+                             "parameters": { "binary_data_size": values.len() * 4 } }]
+            });
+            let (length, body) = binary_body(&header, &f32_bytes(&values));
+            let (answer, bytes) = read_binary(
+                app.post_binary(&path, &length.to_string(), body.clone())
+                    .await,
+            )
+            .await;
+            let output = &answer["outputs"][0];
+            assert_eq!(answer["id"], "bin");
+            assert_eq!(answer["parameters"]["flotilla_served_by"], SERVED_BY_EDGE);
+            assert_eq!(
+                output["shape"], json_answer["outputs"][0]["shape"],
+                "{answer}"
+            );
+            assert!(output.get("data").is_none(), "{answer}");
+            assert_eq!(
+                output["parameters"]["binary_data_size"],
+                bytes.len(),
+                "{answer}"
+            );
+            let got = f32_values(&bytes);
+            assert_eq!(
+                got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                want.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+            );
+
+            // Binary inputs, the output asked as JSON: a plain JSON answer.
+            let mut header = header.clone();
+            header["parameters"] = json!({ "binary_data_output": true });
+            let output_name = &json_answer["outputs"][0]["name"];
+            header["outputs"] =
+                json!([{ "name": output_name, "parameters": { "binary_data": false } }]);
+            let (length, body) = binary_body(&header, &f32_bytes(&values));
+            let response = app.post_binary(&path, &length.to_string(), body).await;
+            assert_eq!(response.headers()["content-type"], "application/json");
+            assert!(response
+                .headers()
+                .get("inference-header-content-length")
+                .is_none());
+            let (status, answer) = read(response).await;
+            assert_eq!(status, 200, "{answer}");
+            assert_eq!(answer["outputs"], json_answer["outputs"]);
+
+            // JSON inputs, the one output asked as binary.
+            let mut body = json_body.clone();
+            body["outputs"] =
+                json!([{ "name": output_name, "parameters": { "binary_data": true } }]);
+            let response = app
+                .client
+                .post(app.url(&path))
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            let (_, bytes) = read_binary(response).await;
+            assert_eq!(f32_values(&bytes), want);
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 6);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_server_and_model_metadata() {
     let app = TestApi::with_samples().await;
@@ -51,7 +146,8 @@ async fn health_server_and_model_metadata() {
     assert_eq!(status, 200);
     assert_eq!(
         server,
-        json!({ "name": "flotilla-agent", "version": env!("CARGO_PKG_VERSION"), "extensions": [] })
+        json!({ "name": "flotilla-agent", "version": env!("CARGO_PKG_VERSION"),
+                "extensions": ["binary_tensor_data"] })
     );
 
     for (name, version, file) in SAMPLE_MODELS {

@@ -160,6 +160,63 @@ impl TestApi {
     }
 }
 
+/// A body in the binary tensor data extension's form: the JSON `header`, then `binary`.
+pub fn binary_body(header: &Value, binary: &[u8]) -> (usize, Vec<u8>) {
+    let mut body = serde_json::to_vec(header).unwrap();
+    let length = body.len();
+    body.extend_from_slice(binary);
+    (length, body)
+}
+
+impl TestApi {
+    /// Posts `body` with `Inference-Header-Content-Length: header_length` and
+    /// `Content-Type: application/octet-stream`, as tritonclient's binary requests go.
+    pub async fn post_binary(
+        &self,
+        path: &str,
+        header_length: &str,
+        body: Vec<u8>,
+    ) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .header("content-type", "application/octet-stream")
+            .header("inference-header-content-length", header_length)
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+    }
+}
+
+/// A response with binary outputs: its JSON part and the bytes after it, checking the
+/// extension's headers.
+pub async fn read_binary(response: reqwest::Response) -> (Value, Vec<u8>) {
+    assert_eq!(response.status(), 200);
+    let headers = response.headers().clone();
+    assert_eq!(headers["content-type"], "application/octet-stream");
+    let length: usize = headers["inference-header-content-length"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let body = response.bytes().await.unwrap();
+    let header = serde_json::from_slice(&body[..length]).unwrap();
+    (header, body[length..].to_vec())
+}
+
+/// Little-endian FP32 bytes.
+pub fn f32_bytes(values: &[f32]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+/// FP32 values from little-endian bytes.
+pub fn f32_values(bytes: &[u8]) -> Vec<f32> {
+    bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect()
+}
+
 /// Status and JSON body (`Value::Null` for an empty body).
 pub async fn read(response: reqwest::Response) -> (u16, Value) {
     let status = response.status().as_u16();

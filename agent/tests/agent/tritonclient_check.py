@@ -46,7 +46,7 @@ def main():
     assert client.is_server_ready()
     server = client.get_server_metadata()
     assert server["name"] == "flotilla-agent", server
-    assert server["extensions"] == [], server
+    assert server["extensions"] == ["binary_tensor_data"], server
     checks += 1
 
     for name, version, file in MODELS:
@@ -64,35 +64,59 @@ def main():
         checks += 1
 
         for index, case in enumerate(model["cases"]):
-            inputs = []
-            for tensor in case["inputs"]:
-                values = np.array(tensor["data"], dtype=np.float32).reshape(tensor["shape"])
-                infer_input = httpclient.InferInput(tensor["name"], tensor["shape"], tensor["datatype"])
-                infer_input.set_data_from_numpy(values, binary_data=False)
-                inputs.append(infer_input)
-            outputs = [
-                httpclient.InferRequestedOutput(t["name"], binary_data=False) for t in case["outputs"]
-            ]
-            # Alternate the unversioned and the versioned endpoint.
-            result = client.infer(
-                name,
-                inputs,
-                model_version=version if index % 2 else "",
-                outputs=outputs,
-                request_id=f"{name}-{index}",
-            )
-            response = result.get_response()
-            assert response["model_name"] == name, response
-            assert response["model_version"] == version, response
-            assert response["id"] == f"{name}-{index}", response
-            assert response["parameters"] == {"flotilla_served_by": "edge"}, response
-            for tensor in case["outputs"]:
-                got = result.as_numpy(tensor["name"])
-                want = np.array(
-                    [np.nan if v is None else v for v in tensor["data"]], dtype=np.float32
-                ).reshape(tensor["shape"])
-                assert got is not None and got.dtype == np.float32, got
-                np.testing.assert_allclose(got, want, rtol=0, atol=TOLERANCE)
+            arrays = {
+                t["name"]: np.array(t["data"], dtype=np.float32).reshape(t["shape"])
+                for t in case["inputs"]
+            }
+            answers = {}
+            # JSON both ways (binary_data=False everywhere); tritonclient's default call (JSON
+            # inputs, no outputs named: every output comes back as binary data); binary inputs
+            # with binary outputs named.
+            for encoding in ("json", "default", "binary"):
+                inputs = []
+                for tensor in case["inputs"]:
+                    infer_input = httpclient.InferInput(tensor["name"], tensor["shape"], tensor["datatype"])
+                    infer_input.set_data_from_numpy(arrays[tensor["name"]], binary_data=encoding == "binary")
+                    inputs.append(infer_input)
+                if encoding == "default":
+                    outputs = None
+                else:
+                    outputs = [
+                        httpclient.InferRequestedOutput(t["name"], binary_data=encoding == "binary")
+                        for t in case["outputs"]
+                    ]
+                # Alternate the unversioned and the versioned endpoint.
+                result = client.infer(
+                    name,
+                    inputs,
+                    model_version=version if index % 2 else "",
+                    outputs=outputs,
+                    request_id=f"{name}-{index}-{encoding}",
+                )
+                response = result.get_response()
+                assert response["model_name"] == name, response
+                assert response["model_version"] == version, response
+                assert response["id"] == f"{name}-{index}-{encoding}", response
+                assert response["parameters"] == {"flotilla_served_by": "edge"}, response
+                for output in response["outputs"]:
+                    binary = output.get("parameters", {}).get("binary_data_size")
+                    if encoding == "json":
+                        assert binary is None and "data" in output, output
+                    else:
+                        assert "data" not in output, output
+                        assert binary == 4 * int(np.prod(output["shape"])), output
+                for tensor in case["outputs"]:
+                    got = result.as_numpy(tensor["name"])
+                    want = np.array(
+                        [np.nan if v is None else v for v in tensor["data"]], dtype=np.float32
+                    ).reshape(tensor["shape"])
+                    assert got is not None and got.dtype == np.float32, got
+                    np.testing.assert_allclose(got, want, rtol=0, atol=TOLERANCE)
+                    answers.setdefault(tensor["name"], []).append(got)
+            # The same numbers whichever way they travelled, to the bit.
+            for name_, got in answers.items():
+                for other in got[1:]:
+                    np.testing.assert_array_equal(other, got[0], err_msg=name_)
             checks += 1
 
     # Errors come back as tritonclient exceptions carrying the server's message.
@@ -101,32 +125,18 @@ def main():
     fraud = expected["fraud-1.0.0.onnx"]["cases"][0]["inputs"][0]
     values = np.array(fraud["data"], dtype=np.float32).reshape(fraud["shape"])
 
-    json_input = httpclient.InferInput("features", fraud["shape"], "FP32")
-    json_input.set_data_from_numpy(values, binary_data=False)
-    # No requested outputs: tritonclient asks for binary outputs, which the agent refuses.
-    expect_error(lambda: client.infer("fraud", [json_input]), "binary")
-
-    binary_input = httpclient.InferInput("features", fraud["shape"], "FP32")
-    binary_input.set_data_from_numpy(values)  # binary_data=True by default
-    expect_error(
-        lambda: client.infer(
-            "fraud",
-            [binary_input],
-            outputs=[httpclient.InferRequestedOutput("probabilities", binary_data=False)],
-        ),
-        "binary",
-    )
-
-    wrong = httpclient.InferInput("features", [1, 8], "FP64")
-    wrong.set_data_from_numpy(values.astype(np.float64), binary_data=False)
-    expect_error(
-        lambda: client.infer(
-            "fraud",
-            [wrong],
-            outputs=[httpclient.InferRequestedOutput("probabilities", binary_data=False)],
-        ),
-        "must be FP32",
-    )
+    # A datatype the model does not take is refused, sent as JSON or as binary data.
+    for binary in (False, True):
+        wrong = httpclient.InferInput("features", [1, 8], "FP64")
+        wrong.set_data_from_numpy(values.astype(np.float64), binary_data=binary)
+        expect_error(
+            lambda: client.infer(
+                "fraud",
+                [wrong],
+                outputs=[httpclient.InferRequestedOutput("probabilities", binary_data=binary)],
+            ),
+            "must be FP32",
+        )
     checks += 1
 
     client.close()

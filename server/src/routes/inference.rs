@@ -77,10 +77,10 @@ where
     }
 }
 
-/// Server metadata: name `flotilla-server`, version, no protocol extensions.
+/// Server metadata: name `flotilla-server`, version, the protocol extensions supported.
 #[utoipa::path(
     tag = "inference",
-    responses((status = 200, description = "`{\"name\", \"version\", \"extensions\": []}`", content_type = "application/json"))
+    responses((status = 200, description = "`{\"name\", \"version\", \"extensions\": [\"binary_tensor_data\"]}`", content_type = "application/json"))
 )]
 #[get("/v2")]
 pub async fn server_metadata(state: web::Data<AppState>) -> HttpResponse {
@@ -215,11 +215,25 @@ pub async fn version_ready(
 /// otherwise the newest published one that is not yanked).
 #[utoipa::path(
     tag = "inference",
-    params(("name" = String, Path, description = "model name")),
-    request_body(content = Object, description = "Open Inference Protocol request: `{\"id\"?, \"inputs\": [{\"name\", \"shape\", \"datatype\", \"data\"}], \"outputs\"?}`", content_type = "application/json"),
+    params(
+        ("name" = String, Path, description = "model name"),
+        ("Inference-Header-Content-Length" = Option<u64>, Header, description = "length of the JSON part when binary tensor data follows it")
+    ),
+    request_body(
+        description = "Open Inference Protocol request: `{\"id\"?, \"inputs\": [{\"name\", \"shape\", \"datatype\", \"data\"}], \"outputs\"?}`. Alternatively (binary tensor data extension) the JSON request, then the raw little-endian bytes of each input that has `\"parameters\": {\"binary_data_size\": N}` instead of `data`, with `Inference-Header-Content-Length` giving the JSON part's length; `\"binary_data\": true` on an output, or the request parameter `\"binary_data_output\": true`, asks for binary outputs",
+        content(
+            (Object = "application/json"),
+            (Vec<u8> = "application/octet-stream")
+        )
+    ),
     responses(
-        (status = 200, description = "`{\"model_name\", \"model_version\", \"id\"?, \"parameters\": {\"flotilla_served_by\": \"server\"}, \"outputs\"}`", content_type = "application/json"),
-        (status = 400, description = "`bad_request`: malformed body, or inputs that do not fit the model", content_type = "application/json"),
+        (status = 200, description = "`{\"model_name\", \"model_version\", \"id\"?, \"parameters\": {\"flotilla_served_by\": \"server\"}, \"outputs\"}`; when an output is asked as binary data, that JSON (each binary output with `parameters.binary_data_size` instead of `data`) then the outputs' bytes, with `Inference-Header-Content-Length`",
+            content(
+                (Object = "application/json"),
+                (Vec<u8> = "application/octet-stream")
+            )
+        ),
+        (status = 400, description = "`bad_request`: malformed body, or inputs that do not fit the model; `invalid_binary_header`, `binary_size_mismatch`, `binary_data_length`: malformed binary tensor data", content_type = "application/json"),
         (status = 401, description = "`unauthorized`", content_type = "application/json"),
         (status = 403, description = "`forbidden`", content_type = "application/json"),
         (status = 404, description = "`not_found`", content_type = "application/json"),
@@ -248,11 +262,26 @@ pub async fn infer(
 /// Inference on one published, non-yanked version.
 #[utoipa::path(
     tag = "inference",
-    params(("name" = String, Path, description = "model name"), ("version" = String, Path, description = "published version")),
-    request_body(content = Object, description = "Open Inference Protocol request", content_type = "application/json"),
+    params(
+        ("name" = String, Path, description = "model name"),
+        ("version" = String, Path, description = "published version"),
+        ("Inference-Header-Content-Length" = Option<u64>, Header, description = "length of the JSON part when binary tensor data follows it")
+    ),
+    request_body(
+        description = "Open Inference Protocol request, JSON or with binary tensor data (as for the baseline version)",
+        content(
+            (Object = "application/json"),
+            (Vec<u8> = "application/octet-stream")
+        )
+    ),
     responses(
-        (status = 200, description = "inference response", content_type = "application/json"),
-        (status = 400, description = "`bad_request`", content_type = "application/json"),
+        (status = 200, description = "inference response, JSON or with binary tensor data",
+            content(
+                (Object = "application/json"),
+                (Vec<u8> = "application/octet-stream")
+            )
+        ),
+        (status = 400, description = "`bad_request`, `invalid_binary_header`, `binary_size_mismatch`, `binary_data_length`", content_type = "application/json"),
         (status = 401, description = "`unauthorized`", content_type = "application/json"),
         (status = 403, description = "`forbidden`", content_type = "application/json"),
         (status = 404, description = "`not_found`: no such model or version, or the version is yanked", content_type = "application/json"),

@@ -289,7 +289,7 @@ async fn who_may_infer_on(db: Db) {
         .await
         .unwrap();
     assert_eq!(server["name"], "flotilla-server");
-    assert_eq!(server["extensions"], json!([]));
+    assert_eq!(server["extensions"], json!(["binary_tensor_data"]));
 }
 
 #[tokio::test]
@@ -503,6 +503,128 @@ async fn requests_that_do_not_fit_are_400_with_a_code() {
         6.0,
         "{text}"
     );
+}
+
+/// The binary tensor data extension on the server: the JSON answer's numbers as bytes, and
+/// malformed bodies refused with a code per kind before anything is decoded.
+#[tokio::test]
+async fn binary_tensors_are_served_and_malformed_ones_refused_with_a_code() {
+    let app = spawn_app(Db::Sqlite).await;
+    app.with_samples().await;
+    let token = app.token_with_role("scoring-app", "inference").await;
+    let infer = "/v2/models/fraud/infer";
+    let post_binary = |header: Value, bytes: Vec<u8>, length: Option<String>| {
+        let mut body = serde_json::to_vec(&header).unwrap();
+        let length = length.unwrap_or_else(|| body.len().to_string());
+        body.extend_from_slice(&bytes);
+        app.client
+            .post(app.url(infer))
+            .bearer_auth(&token)
+            .header("content-type", "application/octet-stream")
+            .header("inference-header-content-length", length)
+            .body(body)
+            .send()
+    };
+    let header = |shape: Value, size: Value| {
+        json!({ "parameters": { "binary_data_output": true },
+                "inputs": [{ "name": "features", "shape": shape, "datatype": "FP32",
+                             "parameters": { "binary_data_size": size } }] })
+    };
+    let case = &expected("fraud-1.0.0.onnx")["cases"][1];
+    let values: Vec<f32> = case["inputs"][0]["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap() as f32)
+        .collect();
+    let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let shape = case["inputs"][0]["shape"].clone();
+
+    let res = app
+        .infer(Some(&token), infer, &case_body("fraud-1.0.0.onnx", 1))
+        .await;
+    assert_eq!(res.status(), 200);
+    let json_answer: Value = res.json().await.unwrap();
+    let res = post_binary(
+        header(shape.clone(), json!(bytes.len())),
+        bytes.clone(),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["content-type"], "application/octet-stream");
+    let length: usize = res.headers()["inference-header-content-length"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let body = res.bytes().await.unwrap();
+    let answer: Value = serde_json::from_slice(&body[..length]).unwrap();
+    assert_eq!(answer["parameters"]["flotilla_served_by"], "server");
+    let output = &answer["outputs"][0];
+    assert_eq!(
+        output["shape"], json_answer["outputs"][0]["shape"],
+        "{answer}"
+    );
+    assert_eq!(
+        output["parameters"]["binary_data_size"],
+        body.len() - length
+    );
+    let got: Vec<f32> = body[length..]
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    let want: Vec<f32> = json_answer["outputs"][0]["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap() as f32)
+        .collect();
+    assert_eq!(got, want);
+
+    let n = bytes.len();
+    let cases = [
+        // The header length beyond the body.
+        (
+            header(shape.clone(), json!(n)),
+            bytes.clone(),
+            Some("100000".to_owned()),
+            "invalid_binary_header",
+        ),
+        (
+            header(shape.clone(), json!(n)),
+            bytes.clone(),
+            Some("x".to_owned()),
+            "invalid_binary_header",
+        ),
+        // A size the shape does not need.
+        (
+            header(json!([1, 8]), json!(n)),
+            bytes.clone(),
+            None,
+            "binary_size_mismatch",
+        ),
+        // Sizes summing past the body.
+        (
+            header(shape.clone(), json!(n)),
+            bytes[..n / 2].to_vec(),
+            None,
+            "binary_data_length",
+        ),
+        // A huge declared size, refused from the sizes alone.
+        (
+            header(json!([1u64 << 59, 8]), json!(1u64 << 62)),
+            bytes.clone(),
+            None,
+            "binary_data_length",
+        ),
+    ];
+    for (header, bytes, length, code) in cases {
+        let res = post_binary(header.clone(), bytes, length).await.unwrap();
+        let msg = assert_oip_error(res, 400, code).await;
+        assert!(!msg.is_empty(), "{header}");
+    }
 }
 
 both_backends!(the_baseline_is_the_fleet_wide_deployment, baseline_on);
