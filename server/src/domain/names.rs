@@ -49,6 +49,7 @@ pub fn parse_version(s: &str) -> Result<semver::Version, DomainError> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
