@@ -61,11 +61,12 @@ pub struct AgentArgs {
     pub no_escalation: bool,
 }
 
+/// A `--label key=value`, by the wire's rule (`flotilla_protocol::labels`): a label the server
+/// would refuse at enrollment stops the agent at start, with the server's message.
 fn parse_label(s: &str) -> Result<(String, String), String> {
-    s.split_once('=')
-        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
-        .filter(|(k, _)| !k.is_empty())
-        .ok_or_else(|| format!("`{s}` is not key=value"))
+    flotilla_protocol::labels::Label::parse(s)
+        .map(|l| (l.key, l.value))
+        .map_err(|e| e.to_string())
 }
 
 impl AgentArgs {

@@ -1,62 +1,12 @@
 //! Device labels and label selectors as the command line gives them (`site=plant-7`,
 //! `site=plant-7,class=edge`), parsed before anything is sent so a typo exits 2 locally.
 //!
-//! The rules are the server's (`docs/devices.md`): a key is 1–64 printable characters without
-//! `=` or `,`; a value is at most 256 characters without `,`. The server checks again.
+//! The rules are the wire's, written once in `flotilla_protocol::labels` and used by the server
+//! too, so what is refused here is what the server would refuse, with the same message.
 
 use std::collections::BTreeMap;
-use std::fmt;
 
-/// Longest label key, in characters.
-const MAX_KEY_CHARS: usize = 64;
-/// Longest label value, in characters.
-const MAX_VALUE_CHARS: usize = 256;
-
-/// One `key=value` label.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Label {
-    /// The key, trimmed.
-    pub key: String,
-    /// The value, trimmed; may be empty.
-    pub value: String,
-}
-
-impl Label {
-    /// Parses `key=value` (spaces around either side are dropped).
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let (key, value) = text
-            .split_once('=')
-            .ok_or_else(|| format!("`{text}` is not key=value"))?;
-        let key = parse_key(key)?;
-        let value = value.trim();
-        if value.contains(',') || value.chars().count() > MAX_VALUE_CHARS {
-            return Err(format!(
-                "label `{key}`: a value has at most {MAX_VALUE_CHARS} characters and no ','"
-            ));
-        }
-        Ok(Label {
-            key,
-            value: value.to_owned(),
-        })
-    }
-}
-
-impl fmt::Display for Label {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}={}", self.key, self.value)
-    }
-}
-
-fn parse_key(raw: &str) -> Result<String, String> {
-    let key = raw.trim();
-    let printable = !key.chars().any(char::is_control);
-    if key.is_empty() || key.chars().count() > MAX_KEY_CHARS || !printable || key.contains(',') {
-        return Err(format!(
-            "label key `{key}`: use 1 to {MAX_KEY_CHARS} printable characters without '=' or ','"
-        ));
-    }
-    Ok(key.to_owned())
-}
+pub use flotilla_protocol::labels::{Label, Selector};
 
 /// Labels as a map; the same key twice is a mistake, not a silent override.
 pub fn label_map(labels: &[Label]) -> Result<BTreeMap<String, String>, String> {
@@ -83,10 +33,16 @@ impl LabelChange {
     /// Parses `key=value` or `key-`.
     pub fn parse(text: &str) -> Result<Self, String> {
         if text.contains('=') {
-            return Label::parse(text).map(LabelChange::Set);
+            return Label::parse(text)
+                .map(LabelChange::Set)
+                .map_err(|e| e.to_string());
         }
         match text.strip_suffix('-') {
-            Some(key) => parse_key(key).map(LabelChange::Remove),
+            Some(key) => {
+                let key = key.trim();
+                flotilla_protocol::labels::check_label_key(key).map_err(|e| e.to_string())?;
+                Ok(LabelChange::Remove(key.to_owned()))
+            }
             None => Err(format!(
                 "`{text}` is neither key=value (set a label) nor key- (remove one)"
             )),
@@ -122,35 +78,6 @@ pub fn apply_changes(
         }
     }
     Ok(labels)
-}
-
-/// A label selector: `key=value` terms joined by commas, all of which must match. Empty
-/// selects every device.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Selector(BTreeMap<String, String>);
-
-impl Selector {
-    /// Parses `key=value[,key=value...]`; blank terms are ignored, as the server ignores them.
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let terms: Vec<Label> = text
-            .split(',')
-            .filter(|t| !t.trim().is_empty())
-            .map(|t| Label::parse(t).map_err(|e| format!("selector term {e}")))
-            .collect::<Result<_, _>>()?;
-        label_map(&terms)
-            .map(Selector)
-            .map_err(|_| "a selector names each key at most once".to_owned())
-    }
-}
-
-/// The canonical text the server stores: terms sorted by key; empty (every device) is "".
-impl fmt::Display for Selector {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.0.is_empty() {
-            return Ok(());
-        }
-        f.write_str(&join(&self.0))
-    }
 }
 
 /// Labels as `k=v,k=v` (selector syntax, so a cell can be pasted into `--selector`), or `-`.
@@ -228,7 +155,10 @@ mod tests {
         let s = Selector::parse("site=plant-7, class=edge,").unwrap();
         assert_eq!(s.to_string(), "class=edge,site=plant-7");
         assert_eq!(Selector::parse(" , ").unwrap(), Selector::default());
-        assert!(Selector::parse("site").unwrap_err().contains("key=value"));
+        assert!(Selector::parse("site")
+            .unwrap_err()
+            .to_string()
+            .contains("key=value"));
         assert!(Selector::parse("site=a,site=b").is_err());
         assert_eq!(join(&BTreeMap::new()), "-");
         // No selector is every device, sent as "" (a "-" would be refused by the server).

@@ -2,6 +2,7 @@
 
 use std::path::Path;
 
+use flotilla_protocol::names::{parse_version, ModelName};
 use flotilla_protocol::signing::{
     sign_model, verify, ArtifactDigest, Bundle, Compatibility, ModelFacts, PublicKey, Resource,
     SigningKey, TrustPolicy, TrustedKey, VerifiedModel,
@@ -30,27 +31,19 @@ pub fn load_public_key(path: &Path) -> Result<(PublicKey, String), CliError> {
     Ok((key, pem))
 }
 
-/// Checks a model name as the server does: 1–64 of `a-z 0-9 - _ .`, starting with a letter or
-/// digit. Caught here so nobody signs a name the server will refuse.
+/// Checks a model name by the wire's rule (`flotilla_protocol::names`, the server's own), so
+/// nobody signs a name the server will refuse; the message is the server's.
 pub fn check_model_name(name: &str) -> Result<(), CliError> {
-    let allowed = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || "-_.".contains(c);
-    let starts_well = name
-        .chars()
-        .next()
-        .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
-    if name.is_empty() || name.len() > 64 || !starts_well || !name.chars().all(allowed) {
-        return Err(CliError::usage(format!(
-            "invalid model name `{name}`: use 1 to 64 of a-z 0-9 - _ . starting with a letter or digit"
-        )));
-    }
-    Ok(())
+    ModelName::parse(name)
+        .map(drop)
+        .map_err(|e| CliError::usage(e.to_string()))
 }
 
-/// Checks a version is semantic (`1.2.0`, `2.0.0-rc.1`).
+/// Checks a version is semantic (`1.2.0`, `2.0.0-rc.1`) as the server takes it.
 pub fn check_version(version: &str) -> Result<(), CliError> {
-    semver::Version::parse(version)
+    parse_version(version)
         .map(drop)
-        .map_err(|e| CliError::usage(format!("invalid version `{version}`: {e}")))
+        .map_err(|e| CliError::usage(e.to_string()))
 }
 
 /// The facts signed for `digest` of the model named in `facts`.
@@ -220,7 +213,16 @@ mod tests {
         for good in ["fraud", "a", "0-x_y.z", &"a".repeat(64)] {
             check_model_name(good).unwrap();
         }
-        for bad in ["", "Fraud", "-x", ".x", "a/b", "a b", &"a".repeat(65)] {
+        for bad in [
+            "",
+            "Fraud",
+            "-x",
+            ".x",
+            "a..b",
+            "a/b",
+            "a b",
+            &"a".repeat(65),
+        ] {
             assert_eq!(check_model_name(bad).unwrap_err().exit_code(), 2, "{bad}");
         }
         check_version("1.2.0").unwrap();

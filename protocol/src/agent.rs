@@ -17,16 +17,10 @@ use crate::signing::{pae, PublicKey, SigningKey};
 /// DSSE payload type of a desired state.
 pub const DESIRED_STATE_PAYLOAD_TYPE: &str = "application/vnd.flotilla.desired-state.v1+json";
 
-/// Whether `name` is a valid model name: 1–64 of `a-z 0-9 - _ .`, starting with a letter or
-/// digit, no `..`. Such a name is safe as a file name.
+/// Whether `name` is a valid model name ([`crate::names::ModelName`]). Such a name is safe as
+/// a file name.
 pub fn is_valid_model_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
-        && name.as_bytes()[0].is_ascii_alphanumeric()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b))
-        && !name.contains("..")
+    crate::names::is_model_name(name)
 }
 
 /// What a device says about its hardware at enrollment.

@@ -262,3 +262,85 @@ pub struct CohortHealth {
     /// incomplete).
     pub truncated: bool,
 }
+
+/// A device's public key as `POST /api/v1/enroll` carries it (`device_public_key`): the
+/// standard base64 of the 32 raw bytes of an ed25519 key, not PEM or SPKI.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DevicePublicKey(ed25519_dalek::VerifyingKey);
+
+/// Why a `device_public_key` was refused. The message is the one the server answers with.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("device_public_key must be the base64 of a 32-byte ed25519 public key")]
+pub struct DeviceKeyError;
+
+impl DevicePublicKey {
+    /// Parses the enrollment encoding: standard base64 (padded) of 32 bytes that are an
+    /// ed25519 point of full order.
+    pub fn parse(text: &str) -> Result<Self, DeviceKeyError> {
+        use base64::Engine as _;
+        let bytes: [u8; 32] = base64::engine::general_purpose::STANDARD
+            .decode(text.as_bytes())
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .ok_or(DeviceKeyError)?;
+        let key = ed25519_dalek::VerifyingKey::from_bytes(&bytes).map_err(|_| DeviceKeyError)?;
+        if key.is_weak() {
+            return Err(DeviceKeyError);
+        }
+        Ok(Self(key))
+    }
+
+    /// The public half of a device's signing key.
+    pub fn of(key: &crate::signing::SigningKey) -> Self {
+        Self(key.verifying_key())
+    }
+
+    /// The enrollment encoding (standard base64 of the 32 raw bytes).
+    pub fn to_base64(&self) -> String {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(self.0.as_bytes())
+    }
+}
+
+impl std::fmt::Debug for DevicePublicKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DevicePublicKey({})", self.to_base64())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod key_tests {
+    use super::*;
+    use crate::signing::SigningKey;
+
+    #[test]
+    fn device_keys_round_trip_and_junk_is_refused() {
+        let key = SigningKey::generate(&mut rand::rngs::OsRng);
+        let public = DevicePublicKey::of(&key);
+        let text = public.to_base64();
+        assert_eq!(text.len(), 44);
+        assert_eq!(DevicePublicKey::parse(&text), Ok(public.clone()));
+        // The encoding is the SPKI's last 32 bytes, as it always was on the wire.
+        let der = key.public_key().to_der();
+        use base64::Engine as _;
+        assert_eq!(
+            text,
+            base64::engine::general_purpose::STANDARD.encode(&der[der.len() - 32..])
+        );
+        for bad in [
+            "",
+            "AAAA",
+            &text[..43],
+            &format!("{text}AAAA"),
+            &text.replace('+', "-").replace('/', "_").replace('=', ""),
+            // The identity point: of small order, every signature under it is worthless.
+            "AQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+        ] {
+            if bad == text {
+                continue;
+            }
+            assert_eq!(DevicePublicKey::parse(bad), Err(DeviceKeyError), "{bad}");
+        }
+    }
+}

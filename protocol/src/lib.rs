@@ -9,6 +9,8 @@ pub mod audit;
 pub mod devices;
 pub mod error;
 pub mod health;
+pub mod labels;
+pub mod names;
 pub mod placement;
 pub mod registry;
 pub mod rollouts;

@@ -571,15 +571,9 @@ struct Device {
     status: String,
 }
 
-/// The key as `POST /api/v1/enroll` takes it: standard base64 of the 32 raw bytes. An ed25519
-/// SPKI is a fixed 12-byte header followed by those bytes, and 12 bytes are exactly 16 base64
-/// characters, so the raw key's base64 is the PEM body after the header's.
+/// The key as `POST /api/v1/enroll` takes it (the wire's one encoding).
 fn enroll_public_key(key: &SigningKey) -> String {
-    let pem = key.public_key().to_pem();
-    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
-    body.strip_prefix("MCowBQYDK2VwAyEA")
-        .expect("an ed25519 SPKI")
-        .to_owned()
+    flotilla_protocol::devices::DevicePublicKey::of(key).to_base64()
 }
 
 pub(crate) fn try_enroll(
@@ -1189,4 +1183,150 @@ fn trust_roots_rotate_from_the_command_line() {
     std::fs::write(op.path("junk.json"), "{\"payloadType\": 1}").unwrap();
     op.cli("trust publish-root junk.json")
         .fails(1, "trust_root_malformed");
+
+/// What the server answers to a refused call: its status, code and message.
+fn refusal(res: reqwest::blocking::Response) -> (u16, String, String) {
+    let status = res.status().as_u16();
+    let body: Value = res.json().unwrap();
+    (
+        status,
+        body["error"]["code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+    )
+}
+
+/// One wire rule (model name, version, selector, label), written once in `flotilla_protocol`:
+/// for each input, the server's answer and the CLI's local check agree. A refusal is the same
+/// message from both: the server's 400 `invalid_argument`, and the CLI's exit 2 before anything
+/// is sent (a dead server shows nothing was).
+#[test]
+fn the_cli_refuses_locally_exactly_what_the_server_refuses() {
+    let server = start_server();
+    let http = reqwest::blocking::Client::new();
+    let post = |path: &str, body: Value| {
+        http.post(format!("{}{path}", server.url))
+            .bearer_auth(ADMIN)
+            .json(&body)
+            .send()
+            .unwrap()
+    };
+    assert_eq!(
+        post("/api/v1/models", json!({"name": "fraud"})).status(),
+        201
+    );
+    let op = Operator::new(&server.url, Some(ADMIN));
+    // The local checks run before any call: against a dead server a refusal is still exit 2,
+    // and an accepted input gets as far as `unreachable` (exit 3).
+    let offline = Operator::new(&dead_url(), Some(ADMIN));
+    let long = |n: usize| "a".repeat(n);
+
+    /// How an input reaches the server, and how the CLI is given it.
+    enum Case {
+        Name(String),
+        Version(String),
+        Selector(String),
+        Label(String, String),
+    }
+    let cases = [
+        Case::Name("a..b".into()),
+        Case::Name("../x".into()),
+        Case::Name(".x".into()),
+        Case::Name("".into()),
+        Case::Name("Fraud".into()),
+        Case::Name("frä".into()),
+        Case::Name(long(65)),
+        Case::Name("a.b".into()),
+        Case::Name(long(64)),
+        Case::Version("1.2".into()),
+        Case::Version("v1.0.0".into()),
+        Case::Version("01.0.0".into()),
+        Case::Version("1.0.0-é".into()),
+        Case::Version(format!("1.0.0-{}", long(130))),
+        Case::Version("".into()),
+        Case::Version("2.0.0-rc.1".into()),
+        Case::Selector("site".into()),
+        Case::Selector("site=a,site=b".into()),
+        Case::Selector("=x".into()),
+        Case::Selector(format!("k={}", long(257))),
+        Case::Selector(format!("{}=v", long(65))),
+        Case::Selector("site=a, class=edge".into()),
+        Case::Selector("région=île".into()),
+        Case::Label("a,b".into(), "c".into()),
+        Case::Label("k".into(), long(257)),
+        Case::Label("k".into(), "a\u{1}b".into()),
+        Case::Label(long(65), "v".into()),
+        Case::Label("région".into(), "île".into()),
+    ];
+    for case in &cases {
+        // The server's answer to the input.
+        let (res, args): (_, Vec<String>) = match case {
+            Case::Name(name) => (
+                post("/api/v1/models", json!({ "name": name })),
+                vec!["models".into(), "show".into(), name.clone()],
+            ),
+            Case::Version(v) => (
+                post(
+                    "/api/v1/models/fraud/versions",
+                    json!({"version": v, "artifact": {"sha256": FRAUD_1_0_0_SHA256, "size": 1}, "bundles": []}),
+                ),
+                vec!["models".into(), "yank".into(), "fraud".into(), v.clone()],
+            ),
+            Case::Selector(s) => (
+                http.get(format!("{}/api/v1/devices", server.url))
+                    .query(&[("selector", s)])
+                    .bearer_auth(ADMIN)
+                    .send()
+                    .unwrap(),
+                vec![
+                    "devices".into(),
+                    "ls".into(),
+                    "--selector".into(),
+                    s.clone(),
+                ],
+            ),
+            Case::Label(k, v) => (
+                post(
+                    "/api/v1/enrollment-tokens",
+                    json!({"name": "t", "labels": { k.as_str(): v }}),
+                ),
+                vec![
+                    "enroll-tokens".into(),
+                    "create".into(),
+                    "--label".into(),
+                    format!("{k}={v}"),
+                ],
+            ),
+        };
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (status, code, message) = refusal(res);
+        let local = offline.run(&args);
+        if status == 400 && code == "invalid_argument" {
+            assert_eq!(local.code, Some(2), "{args:?}: {local:#?}");
+            assert!(
+                local.stderr.contains(&message),
+                "{args:?}: the server says `{message}`, the CLI {local:#?}"
+            );
+        } else {
+            // Past the wire rule on the server (created, found, or refused for another
+            // reason), and past the CLI's check too: it tried to call.
+            assert_ne!(code, "invalid_argument", "{args:?}: {message}");
+            assert!(
+                (200..500).contains(&status),
+                "{args:?}: {status} {code} {message}"
+            );
+            local.fails(3, "unreachable");
+        }
+    }
+    // And with the server up, a name it refuses never reaches it: the same line, exit 2.
+    let run = op.run(&["models", "show", "a..b"]).fails(2, "usage");
+    assert!(
+        run.stderr.contains("`a..b` is not a valid model name"),
+        "{run:#?}"
+    );
 }

@@ -10,4 +10,5 @@ mod hybrid;
 mod rollouts;
 mod server;
 mod server_inference;
+mod shaped_link;
 mod simulator;

@@ -29,10 +29,28 @@ impl ServerProcess {
         database_url: Option<&str>,
         env: &[(&str, String)],
     ) -> anyhow::Result<Self> {
+        Self::start_on(
+            std::net::Ipv4Addr::LOCALHOST.into(),
+            bin_dir,
+            data_dir,
+            database_url,
+            env,
+        )
+        .await
+    }
+
+    /// [`ServerProcess::start`] listening on `ip` (the host end of a shaped link, say).
+    pub async fn start_on(
+        ip: std::net::IpAddr,
+        bin_dir: &Path,
+        data_dir: &Path,
+        database_url: Option<&str>,
+        env: &[(&str, String)],
+    ) -> anyhow::Result<Self> {
         let port = crate::free_port();
         let admin = format!("flt_bench{}", rand_suffix());
         let mut cmd = Command::new(bin_dir.join("flotilla-server"));
-        cmd.args(["--listen", &format!("127.0.0.1:{port}")])
+        cmd.args(["--listen", &format!("{ip}:{port}")])
             .arg("--data-dir")
             .arg(data_dir)
             .env("FLOTILLA_BOOTSTRAP_TOKEN", &admin)
@@ -51,7 +69,7 @@ impl ServerProcess {
         let child = cmd.spawn().context("starting flotilla-server")?;
         let server = Self {
             child,
-            base: format!("http://127.0.0.1:{port}"),
+            base: format!("http://{ip}:{port}"),
             admin,
         };
         wait_ready(&format!("{}/readyz", server.base), Duration::from_secs(60)).await?;

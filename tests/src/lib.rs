@@ -4,6 +4,7 @@
 
 pub mod control;
 pub mod load;
+pub mod shaped_link;
 pub mod sim;
 
 use std::io::{BufRead, BufReader};

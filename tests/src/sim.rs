@@ -25,12 +25,11 @@
 //! ```
 
 use anyhow::{anyhow, bail, Context as _};
-use base64::engine::general_purpose::STANDARD as B64;
-use base64::Engine as _;
 use flotilla_protocol::agent::{
     verify_desired_state, AgentReport, EnrollRequest, EnrollResponse, HealthWindow, LatencyMs,
     ModelHealth, ModelSlot, SlotState, SlotStatus,
 };
+use flotilla_protocol::devices::DevicePublicKey;
 use flotilla_protocol::routes;
 use flotilla_protocol::signing::{PublicKey, SigningKey};
 use futures_util::StreamExt as _;
@@ -435,12 +434,9 @@ async fn enroll_one(
     labels: BTreeMap<String, String>,
 ) -> anyhow::Result<(SimDevice, String)> {
     let key = SigningKey::generate(&mut rand::rngs::OsRng);
-    // The raw ed25519 key is the last 32 bytes of its SPKI DER.
-    let der = key.public_key().to_der();
-    let raw = der.get(der.len().saturating_sub(32)..).unwrap_or_default();
     let request = EnrollRequest {
         enrollment_token: config.enrollment_token.clone(),
-        device_public_key: B64.encode(raw),
+        device_public_key: DevicePublicKey::of(&key).to_base64(),
         name: Some(format!("sim-{index}")),
         labels: labels.clone(),
         hardware: Default::default(),

@@ -10,6 +10,7 @@ use crate::error::CliError;
 use crate::output::{
     human_size, short_digest, short_time, short_time_or_dash, signer_names, tensor_lines, Table,
 };
+use crate::signing::{check_model_name, check_version};
 
 /// Runs a `models` subcommand.
 pub fn run(ctx: &Context, command: ModelsCommand) -> Result<(), CliError> {
@@ -26,6 +27,7 @@ pub fn run(ctx: &Context, command: ModelsCommand) -> Result<(), CliError> {
             }
         }
         ModelsCommand::Show { name } => {
+            check_model_name(&name)?;
             let model = client.model(&name)?;
             let versions = client.versions(&name)?;
             if ctx.json {
@@ -46,6 +48,8 @@ pub fn run(ctx: &Context, command: ModelsCommand) -> Result<(), CliError> {
             version,
             reason,
         } => {
+            check_model_name(&name)?;
+            check_version(&version)?;
             let yanked = client.yank(&name, &version, &YankRequest { reason })?;
             if ctx.json {
                 emit(pretty(&yanked.json));

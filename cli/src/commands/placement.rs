@@ -12,6 +12,7 @@ use crate::output::Table;
 
 /// Prints the placement report as two tables, edge and server.
 pub fn run(ctx: &Context, args: &PlacementArgs) -> Result<(), CliError> {
+    crate::signing::check_model_name(&args.model)?;
     let report = ctx.client()?.placement(&args.model, &args.group_by)?;
     if ctx.json {
         emit(pretty(&report.json));

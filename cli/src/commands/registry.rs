@@ -105,9 +105,7 @@ pub fn trust(ctx: &Context, command: TrustCommand) -> Result<(), CliError> {
             let mut root = client.trust_root()?;
             check_trust_root(&root.value)?;
             for model in digest_only {
-                if !flotilla_protocol::agent::is_valid_model_name(&model) {
-                    return Err(CliError::usage(format!("`{model}` is not a model name")));
-                }
+                crate::signing::check_model_name(&model)?;
                 root.value.digest_only_models.insert(model);
             }
             let json = serde_json::to_value(&root.value)

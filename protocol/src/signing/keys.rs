@@ -249,6 +249,11 @@ impl SigningKey {
         PublicKey::Ed25519(self.0.verifying_key())
     }
 
+    /// The matching ed25519 verifying key (what device identities are made of).
+    pub(crate) fn verifying_key(&self) -> ed25519_dalek::VerifyingKey {
+        self.0.verifying_key()
+    }
+
     /// Signs `message` (ed25519 is deterministic: same key and message, same signature).
     pub(crate) fn sign(&self, message: &[u8]) -> [u8; 64] {
         use ed25519_dalek::Signer as _;

@@ -5,7 +5,8 @@ use flotilla_protocol::agent::{
     sign_desired_state, DesiredState, EnrollRequest, EscalationPolicy, ModelSlot,
     SignedDesiredState,
 };
-use flotilla_protocol::devices::CreateEnrollmentTokenRequest;
+use flotilla_protocol::devices::{CreateEnrollmentTokenRequest, DevicePublicKey};
+use flotilla_protocol::labels;
 use flotilla_protocol::signing::SigningKey;
 use flotilla_protocol::ErrorCode;
 use sha2::{Digest, Sha256};
@@ -32,34 +33,15 @@ const STATE_REFRESH_DAYS: i64 = 6;
 /// A label selector: every `key=value` must match.
 pub type Selector = BTreeMap<String, String>;
 
-/// Parses `key=value[,key=value...]`; empty selects everything.
+/// Parses `key=value[,key=value...]` by the wire's rule (`flotilla_protocol::labels`);
+/// empty selects everything.
 pub fn parse_selector(text: &str) -> Result<Selector, DomainError> {
-    let mut out = Selector::new();
-    for term in text.split(',').map(str::trim).filter(|t| !t.is_empty()) {
-        let (k, v) = term.split_once('=').ok_or_else(|| {
-            DomainError::invalid(
-                ErrorCode::InvalidArgument,
-                format!("selector term `{term}` must be key=value"),
-            )
-        })?;
-        let k = parse_label_name("label key", k)?;
-        let v = v.trim().to_owned();
-        if out.insert(k.clone(), v).is_some() {
-            return Err(DomainError::invalid(
-                ErrorCode::InvalidArgument,
-                format!("selector names `{k}` twice"),
-            ));
-        }
-    }
-    Ok(out)
+    Ok(labels::Selector::parse(text)?.into_terms())
 }
 
 /// Canonical text of a selector (sorted `k=v` joined by commas).
 pub fn selector_text(s: &Selector) -> String {
-    s.iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(",")
+    labels::selector_text(s)
 }
 
 /// Whether `labels` satisfy `selector`.
@@ -67,18 +49,9 @@ pub fn matches(selector: &Selector, labels: &BTreeMap<String, String>) -> bool {
     selector.iter().all(|(k, v)| labels.get(k) == Some(v))
 }
 
-/// Checks labels as enrollment and relabelling accept them.
+/// Checks labels as enrollment and relabelling accept them (the wire's rule).
 pub fn validate_labels(labels: &BTreeMap<String, String>) -> Result<(), DomainError> {
-    for (k, v) in labels {
-        parse_label_name("label key", k)?;
-        if k.contains('=') || k.contains(',') || v.contains(',') || v.chars().count() > 256 {
-            return Err(DomainError::invalid(
-                ErrorCode::InvalidArgument,
-                format!("label `{k}`: keys may not contain '=' or ',', values no ',' and at most 256 characters"),
-            ));
-        }
-    }
-    Ok(())
+    Ok(labels::check_labels(labels)?)
 }
 
 fn secret(prefix: &str) -> String {
@@ -131,17 +104,7 @@ pub async fn enroll(
     req: &EnrollRequest,
     now: DateTime<Utc>,
 ) -> Result<(DeviceRecord, String), DomainError> {
-    use base64::Engine as _;
-    let key = base64::engine::general_purpose::STANDARD
-        .decode(req.device_public_key.as_bytes())
-        .ok()
-        .filter(|k| k.len() == 32)
-        .ok_or_else(|| {
-            DomainError::invalid(
-                ErrorCode::InvalidArgument,
-                "device_public_key must be the base64 of a 32-byte ed25519 public key",
-            )
-        })?;
+    let key = DevicePublicKey::parse(&req.device_public_key)?;
     validate_labels(&req.labels)?;
     let id = Uuid::new_v4();
     let name = match &req.name {
@@ -152,7 +115,7 @@ pub async fn enroll(
     let device = DeviceRecord {
         id,
         name,
-        public_key: base64::engine::general_purpose::STANDARD.encode(key),
+        public_key: key.to_base64(),
         credential_hash: auth::hash_secret(&credential),
         status: "active".into(),
         labels: req.labels.clone(),

@@ -1,45 +1,33 @@
 //! Parse-don't-validate names: once a value is a [`ModelName`], it is safe in paths, URLs and
-//! logs.
+//! logs. The wire rules (model names, versions, labels) live in `flotilla_protocol`; this maps
+//! their refusals to `invalid_argument` and keeps the server-only ones (people's and keys' names).
 
+use flotilla_protocol::devices::DeviceKeyError;
+use flotilla_protocol::labels::LabelError;
+use flotilla_protocol::names::NameError;
 use flotilla_protocol::ErrorCode;
-use std::fmt;
 
 use super::DomainError;
 
-/// A model name: 1–64 of `a-z 0-9 - _ .`, starting with a letter or digit. `../x` is not one.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct ModelName(String);
+/// A model name; the rule is the wire's, in `flotilla_protocol::names`, so the CLI and the agent
+/// refuse exactly what the server refuses.
+pub use flotilla_protocol::names::ModelName;
 
-impl ModelName {
-    /// Parses a model name.
-    pub fn parse(s: &str) -> Result<Self, DomainError> {
-        let ok = !s.is_empty()
-            && s.len() <= 64
-            && s.as_bytes()[0].is_ascii_alphanumeric()
-            && s.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b))
-            && !s.contains("..");
-        if ok {
-            Ok(Self(s.to_owned()))
-        } else {
-            Err(DomainError::invalid(
-                ErrorCode::InvalidArgument,
-                format!(
-                    "`{s}` is not a valid model name: use 1 to 64 of a-z, 0-9, '-', '_' and '.', starting with a letter or digit"
-                ),
-            ))
-        }
-    }
-
-    /// The name.
-    pub fn as_str(&self) -> &str {
-        &self.0
+impl From<NameError> for DomainError {
+    fn from(e: NameError) -> Self {
+        DomainError::invalid(ErrorCode::InvalidArgument, e.to_string())
     }
 }
 
-impl fmt::Display for ModelName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+impl From<LabelError> for DomainError {
+    fn from(e: LabelError) -> Self {
+        DomainError::invalid(ErrorCode::InvalidArgument, e.to_string())
+    }
+}
+
+impl From<DeviceKeyError> for DomainError {
+    fn from(e: DeviceKeyError) -> Self {
+        DomainError::invalid(ErrorCode::InvalidArgument, e.to_string())
     }
 }
 
@@ -55,46 +43,29 @@ pub fn parse_label_name(what: &str, s: &str) -> Result<String, DomainError> {
     Ok(s.to_owned())
 }
 
-/// A semantic version (`1.2.0`, `2.0.0-rc.1`).
+/// A semantic version (`1.2.0`, `2.0.0-rc.1`), by the wire's rule.
 pub fn parse_version(s: &str) -> Result<semver::Version, DomainError> {
-    semver::Version::parse(s).map_err(|e| {
-        DomainError::invalid(
-            ErrorCode::InvalidArgument,
-            format!("`{s}` is not a semantic version (like 1.2.0): {e}"),
-        )
-    })
+    Ok(flotilla_protocol::names::parse_version(s)?)
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
     #[test]
-    fn model_names() {
-        for ok in ["fraud", "sensor-anomaly", "vision_cnn.v2", "7eleven"] {
-            assert!(ModelName::parse(ok).is_ok(), "{ok}");
-        }
-        for bad in [
-            "",
-            "../x",
-            "a/b",
-            "Fraud",
-            "-x",
-            ".x",
-            "a..b",
-            "x y",
-            &"a".repeat(65),
-        ] {
-            assert!(ModelName::parse(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn versions() {
-        assert!(parse_version("1.2.0").is_ok());
-        assert!(parse_version("1.2").is_err());
-        assert!(parse_version("../1").is_err());
-        assert!(parse_version("1.0.0").ok() < parse_version("1.0.1").ok());
-        assert!(parse_version("1.0.0-rc.1").ok() < parse_version("1.0.0").ok());
+    fn wire_refusals_are_invalid_argument_with_the_protocols_message() {
+        let e: DomainError = ModelName::parse("a..b").unwrap_err().into();
+        assert_eq!(e.code, ErrorCode::InvalidArgument);
+        assert!(
+            e.message.starts_with("`a..b` is not a valid model name"),
+            "{e}"
+        );
+        let e = parse_version("1.2").unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidArgument);
+        assert!(
+            e.message.starts_with("`1.2` is not a semantic version"),
+            "{e}"
+        );
     }
 }

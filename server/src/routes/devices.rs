@@ -281,7 +281,8 @@ pub async fn cohort_health(
         .model
         .as_deref()
         .map(ModelName::parse)
-        .transpose()?
+        .transpose()
+        .map_err(DomainError::from)?
         .map(|m| m.to_string());
     let members: std::collections::HashSet<Uuid> = state
         .store
@@ -565,7 +566,7 @@ pub async fn placement(
     query: web::Query<PlacementQuery>,
 ) -> Result<web::Json<PlacementReport>, ApiError> {
     principal.require(Permission::Read)?;
-    let name = ModelName::parse(&query.model)?;
+    let name = ModelName::parse(&query.model).map_err(DomainError::from)?;
     if state.store.get_model(name.as_str()).await?.is_none() {
         return Err(DomainError::not_found(format!("model `{name}` not found")).into());
     }

@@ -30,10 +30,7 @@ pub async fn ensure_enrolled(
             key
         }
     };
-    let der = key.public_key().to_der();
-    use base64::Engine as _;
-    let public =
-        base64::engine::general_purpose::STANDARD.encode(&der[der.len().saturating_sub(32)..]);
+    let public = flotilla_protocol::devices::DevicePublicKey::of(&key).to_base64();
     let mut request = request;
     request.enrollment_token = token.to_owned();
     request.device_public_key = public;

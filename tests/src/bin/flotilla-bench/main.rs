@@ -9,6 +9,7 @@ mod checkin;
 mod convergence;
 mod edge;
 mod report;
+mod shaped;
 mod trivial;
 mod upload;
 
@@ -74,6 +75,9 @@ enum Bench {
     Edge,
     /// Simulated fleet converging on each stage of a rollout as it opens.
     Convergence,
+    /// A 14 MB model over a shaped link (384 kbit/s and 1 Mbit/s, outages); needs root; not
+    /// run with --smoke.
+    ShapedLink,
 }
 
 /// Sizes of a run.
@@ -144,6 +148,9 @@ fn main() -> anyhow::Result<()> {
         }
         if wants(Bench::Convergence) {
             convergence::run(&sizes, &args.postgres, &mut report).await?;
+        }
+        if wants(Bench::ShapedLink) && !sizes.smoke {
+            shaped::run(&mut report).await?;
         }
         anyhow::Ok(())
     })?;
