@@ -58,6 +58,7 @@ pub fn api_routes(cfg: &mut ServiceConfig) {
                 .service(devices::set_labels)
                 .service(devices::approve)
                 .service(devices::revoke)
+                .service(devices::rotate_credential)
                 .service(devices::delete_device)
                 .service(devices::deploy)
                 .service(devices::list_deployments)
@@ -76,7 +77,8 @@ pub fn api_routes(cfg: &mut ServiceConfig) {
                 .service(rollouts::delete_webhook)
                 .service(agent::enroll)
                 .service(agent::desired_state)
-                .service(agent::report),
+                .service(agent::report)
+                .service(agent::rotate_credential),
         );
 }
 
