@@ -172,7 +172,12 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         config.workers = args.workers;
     }
     let api = LocalApi::new(&config);
-    let escalator = Escalator::new(&args.server, &identity.credential)?;
+    // One credential for everything that talks to the server, so a rotation reaches all.
+    let client = ServerClient::new(&args.server, Some(identity.credential.clone()))?;
+    let credential = client
+        .credential()
+        .ok_or_else(|| anyhow::anyhow!("the server client has no credential"))?;
+    let escalator = Escalator::with_credential(&args.server, credential)?;
     let escalations = escalator.stats().clone();
     // With no escalator the registry answers every request locally: its inputs never leave
     // the device, whatever policy a desired state carries.
@@ -191,7 +196,6 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     );
 
     let clock = system_clock();
-    let client = ServerClient::new(&args.server, Some(identity.credential.clone()))?;
     let limits = DownloadLimits {
         min_bytes_per_sec: args.min_download_bytes_per_sec,
         ..DownloadLimits::default()
@@ -206,6 +210,9 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         clock,
         limits,
     )?;
+    updater.set_credential_max_age(std::time::Duration::from_secs(
+        args.credential_max_age_days.saturating_mul(24 * 3600),
+    ));
     // Serve what is installed before talking to the server: offline devices keep working.
     updater.restore().await?;
     let wait = clamp_wait(args.poll_wait_secs);

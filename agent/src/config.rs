@@ -49,6 +49,10 @@ pub struct AgentArgs {
     /// Slowest accepted download, bytes per second, judged over each minute of a transfer.
     #[arg(long, env = "FLOTILLA_MIN_DOWNLOAD_RATE", default_value_t = 1024)]
     pub min_download_bytes_per_sec: u64,
+    /// Rotate the device credential when it is this many days old (0: only when an operator
+    /// asks, with `flotilla devices rotate-credential`).
+    #[arg(long, env = "FLOTILLA_CREDENTIAL_MAX_AGE_DAYS", default_value_t = 30)]
+    pub credential_max_age_days: u64,
     /// Inference worker threads (0 = one per core).
     #[arg(long, env = "FLOTILLA_WORKERS", default_value_t = 0)]
     pub workers: usize,

@@ -131,7 +131,7 @@ pub enum EscalationError {
 pub struct Escalator {
     http: reqwest::Client,
     server: String,
-    credential: String,
+    credential: crate::sync::credential::SharedCredential,
     stats: EscalationStats,
 }
 
@@ -146,12 +146,23 @@ impl std::fmt::Debug for Escalator {
 impl Escalator {
     /// An escalator for `server` (base URL) using the device's credential.
     pub fn new(server: &str, credential: &str) -> anyhow::Result<Self> {
+        Self::with_credential(
+            server,
+            crate::sync::credential::SharedCredential::new(credential.to_owned()),
+        )
+    }
+
+    /// An escalator presenting `credential`, which a credential rotation replaces in place.
+    pub fn with_credential(
+        server: &str,
+        credential: crate::sync::credential::SharedCredential,
+    ) -> anyhow::Result<Self> {
         Ok(Self {
             http: reqwest::Client::builder()
                 .connect_timeout(Duration::from_secs(2))
                 .build()?,
             server: server.trim_end_matches('/').to_owned(),
-            credential: credential.to_owned(),
+            credential,
             stats: EscalationStats::default(),
         })
     }
@@ -180,7 +191,7 @@ impl Escalator {
             let mut response = self
                 .http
                 .post(format!("{}{path}", self.server))
-                .bearer_auth(&self.credential)
+                .bearer_auth(self.credential.get())
                 .json(request)
                 .send()
                 .await

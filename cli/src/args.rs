@@ -536,6 +536,10 @@ pub enum EnrollTokensCommand {
         /// (repeat for several).
         #[arg(long = "label", value_parser = Label::parse, value_name = "KEY=VALUE")]
         labels: Vec<Label>,
+        /// A label key devices enrolling with it may set themselves (`flotilla-agent --label
+        /// KEY=...`); repeat for several. A device asking for any other key is refused.
+        #[arg(long = "allow-label", value_name = "KEY")]
+        allow_labels: Vec<String>,
         /// How long it can be used, e.g. 1d, 12h, 3600s (at most a year).
         #[arg(long, value_parser = parse_lifetime, default_value = "1d", value_name = "DURATION")]
         expires_in: Duration,
@@ -627,6 +631,12 @@ pub enum DevicesCommand {
     },
     /// Revoke a device: its credential stops working on its next request.
     Revoke {
+        /// Device id.
+        id: String,
+    },
+    /// Ask a device to rotate its credential: it takes a new one on its next poll, and the
+    /// old one stops working once the new one is used.
+    RotateCredential {
         /// Device id.
         id: String,
     },
@@ -865,11 +875,16 @@ mod tests {
             "site=plant-7",
             "--label",
             "class=edge",
+            "--allow-label",
+            "rack",
+            "--allow-label",
+            "row",
         ])
         .unwrap();
         let Command::EnrollTokens(EnrollTokensCommand::Create {
             name,
             labels,
+            allow_labels,
             expires_in,
             max_uses,
             require_approval,
@@ -879,6 +894,7 @@ mod tests {
         };
         assert_eq!(name, "enrollment");
         assert_eq!(labels.len(), 2);
+        assert_eq!(allow_labels, ["rack", "row"]);
         assert_eq!(expires_in, Duration::from_secs(86_400));
         assert_eq!(max_uses, 1);
         assert!(!require_approval);

@@ -310,6 +310,11 @@ impl Client {
         self.call(self.request(Method::POST, DEVICES, &[id, "revoke"]))
     }
 
+    /// `POST /api/v1/devices/{id}/rotate-credential`.
+    pub fn rotate_device_credential(&self, id: &str) -> Result<Fetched<DeviceInfo>, CliError> {
+        self.call(self.request(Method::POST, DEVICES, &[id, "rotate-credential"]))
+    }
+
     /// `DELETE /api/v1/devices/{id}` (204, no body).
     pub fn delete_device(&self, id: &str) -> Result<(), CliError> {
         self.call::<Value>(self.request(Method::DELETE, DEVICES, &[id]))

@@ -140,6 +140,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             Some(json!({
                 "name": "demo",
                 "labels": {"demo": "true"},
+                // The hybrid agent asks for `mode=hybrid` itself.
+                "allowed_device_labels": ["mode"],
                 "max_uses": args.agents,
                 "expires_in_secs": 3600,
             })),

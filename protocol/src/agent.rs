@@ -57,7 +57,8 @@ pub struct EnrollRequest {
     /// A name for the device (defaults to the device id).
     #[serde(default)]
     pub name: Option<String>,
-    /// Labels the device asks for; the enrollment token's labels win on conflict.
+    /// Labels the device asks for. The enrollment token's labels win on conflict, and a key the
+    /// token neither sets nor lists in `allowed_device_labels` is refused (`label_not_allowed`).
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
     /// Hardware profile.
@@ -82,6 +83,22 @@ pub struct EnrollResponse {
     pub server_public_key_pem: String,
     /// Suggested seconds between polls.
     pub poll_interval_secs: u64,
+}
+
+/// Header on desired-state answers (`200` and `304`) when an operator asked the device to
+/// rotate its credential: the agent then calls [`crate::routes::AGENT_CREDENTIAL`].
+pub const ROTATE_CREDENTIAL_HEADER: &str = "flotilla-rotate-credential";
+
+/// Answer to `POST /api/v1/agent/credential`.
+///
+/// The credential presented keeps working until this one is first used; from then on only
+/// this one works. A device should store it durably before using it: if this answer is lost,
+/// it asks again with the credential it still has.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct NewCredential {
+    /// The new device credential (`fld_...`). Shown once.
+    pub credential: String,
 }
 
 /// One model the device should run.

@@ -31,6 +31,10 @@ pub struct CreateEnrollmentTokenRequest {
     /// Enrolled devices wait as `pending` until an operator approves them.
     #[serde(default)]
     pub require_approval: bool,
+    /// Label keys a device may set itself when it enrolls (default none). A device asking for
+    /// any other key is refused (`label_not_allowed`); the token's own `labels` always win.
+    #[serde(default)]
+    pub allowed_device_labels: Vec<String>,
 }
 
 /// An enrollment token as listed (never the secret).
@@ -45,6 +49,9 @@ pub struct EnrollmentTokenInfo {
     pub prefix: String,
     /// Labels applied.
     pub labels: BTreeMap<String, String>,
+    /// Label keys a device may set itself when it enrolls.
+    #[serde(default)]
+    pub allowed_device_labels: Vec<String>,
     /// Whether devices need approval.
     pub require_approval: bool,
     /// Allowed uses.
@@ -113,6 +120,9 @@ pub struct DeviceInfo {
     /// Last reported health window.
     #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub health: Option<serde_json::Value>,
+    /// An operator asked the device to rotate its credential and it has not used a new one yet.
+    #[serde(default)]
+    pub credential_rotation_requested: bool,
 }
 
 /// Body of `GET /api/v1/devices`.

@@ -62,6 +62,8 @@ pub const ENROLL: &str = "/api/v1/enroll";
 pub const AGENT_DESIRED_STATE: &str = "/api/v1/agent/desired-state";
 /// Device reports (device credential).
 pub const AGENT_REPORT: &str = "/api/v1/agent/report";
+/// A new device credential for the device presenting its current one (device credential).
+pub const AGENT_CREDENTIAL: &str = "/api/v1/agent/credential";
 /// Rollouts (operator to create and act; viewer to read).
 pub const ROLLOUTS: &str = "/api/v1/rollouts";
 /// Saved rollout policies.

@@ -244,6 +244,8 @@ pub struct DevicePrincipal {
     pub name: String,
     /// The stored device, when authenticating read it (`None` when the cache answered).
     pub record: Option<crate::store::DeviceRecord>,
+    /// Hash of the credential presented.
+    pub credential_hash: String,
 }
 
 async fn authenticate_device(req: HttpRequest) -> Result<DevicePrincipal, ApiError> {
@@ -259,14 +261,17 @@ async fn authenticate_device(req: HttpRequest) -> Result<DevicePrincipal, ApiErr
             id: cached.id,
             name: cached.name,
             record: None,
+            credential_hash: hash.clone(),
         },
         None => {
-            let device = state
-                .store
-                .device_by_credential(&hash)
+            let found = crate::domain::credentials::authenticate(state.store.as_ref(), &hash)
                 .await?
                 .ok_or_else(|| ApiError::unauthorized("unknown device credential"))?;
+            let device = found.device;
             check_active(&device)?;
+            if found.rotated {
+                credential_rotated(&req, state, &device).await;
+            }
             let cached = crate::checkin::CachedDevice {
                 id: device.id,
                 name: device.name.clone(),
@@ -276,6 +281,7 @@ async fn authenticate_device(req: HttpRequest) -> Result<DevicePrincipal, ApiErr
                 id: device.id,
                 name: device.name.clone(),
                 record: Some(device),
+                credential_hash: hash.clone(),
             }
         }
     };
@@ -287,6 +293,35 @@ async fn authenticate_device(req: HttpRequest) -> Result<DevicePrincipal, ApiErr
         role: Role::Viewer,
     });
     Ok(principal)
+}
+
+/// A device used its rotated credential for the first time, so the old one stops working:
+/// every replica's caches forget it (the same signal a revocation sends), and the audit log
+/// records the rotation (the request may be a GET, which the audit trail leaves out).
+async fn credential_rotated(
+    req: &HttpRequest,
+    state: &AppState,
+    device: &crate::store::DeviceRecord,
+) {
+    state.fleet_changed();
+    let entry = crate::store::NewAuditEntry {
+        at: Utc::now(),
+        actor: format!("device:{}", device.name),
+        token_id: Some(device.id),
+        method: req.method().to_string(),
+        route: req.match_pattern().unwrap_or_else(|| req.path().to_owned()),
+        path: req.path().to_owned(),
+        status: 200,
+        outcome: crate::store::AuditOutcome::Success,
+        detail: Some(serde_json::json!({
+            "device_id": device.id,
+            "credential": "rotated: the new credential is in use, the old one no longer works",
+        })),
+    };
+    if let Err(e) = state.store.append_audit(&entry).await {
+        tracing::error!(error = %e, device = %device.id, "could not audit a credential rotation");
+    }
+    tracing::info!(device = %device.id, "device credential rotated");
 }
 
 /// Refuses a device that is not active (401 revoked, 403 awaiting approval).

@@ -61,6 +61,7 @@ pub fn api_routes(cfg: &mut ServiceConfig) {
                 .service(devices::set_labels)
                 .service(devices::approve)
                 .service(devices::revoke)
+                .service(devices::rotate_credential)
                 .service(devices::delete_device)
                 .service(devices::deploy)
                 .service(devices::list_deployments)
@@ -80,7 +81,8 @@ pub fn api_routes(cfg: &mut ServiceConfig) {
                 .service(agent::enroll)
                 .service(agent::desired_state)
                 .service(keys::agent_trust_roots)
-                .service(agent::report),
+                .service(agent::report)
+                .service(agent::rotate_credential),
         );
 }
 

@@ -457,6 +457,70 @@ async fn a_forged_sequence_jump_is_overtaken_by_the_server_and_the_device_recove
     assert_eq!(agent.state().accepted_sequence, forged + 1);
 }
 
+/// An operator asks a real agent to rotate its credential: the agent learns it on its poll,
+/// stores the new credential before using it, the old one stops working once the new one is
+/// used, and after a restart the agent polls with the new one.
+#[tokio::test]
+async fn an_operator_requested_credential_rotation_reaches_the_agent_and_survives_a_restart() {
+    let fleet = Fleet::start().await;
+    fleet.publish("fraud-1.0.0.onnx", "1.0.0", Some(1)).await;
+    fleet.deploy("1.0.0").await;
+    let dir = tempfile::tempdir().unwrap();
+    let sink = Arc::new(MapSink::default());
+    let mut agent = fleet.agent(dir.path(), sink.clone()).await;
+    agent.cycle(Duration::from_secs(0)).await.unwrap();
+    assert_eq!(sink.version("fraud").as_deref(), Some("1.0.0"));
+    let state = StateDir::open(dir.path()).unwrap();
+    let before = state.identity().unwrap().unwrap();
+
+    fleet
+        .call(
+            "POST",
+            &format!("/api/v1/devices/{}/rotate-credential", before.device_id),
+            Value::Null,
+            200,
+        )
+        .await;
+    // This cycle's poll carries the request; the agent rotates and stores the new credential.
+    agent.cycle(Duration::from_secs(0)).await.unwrap();
+    let after = state.identity().unwrap().unwrap();
+    assert_ne!(after.credential, before.credential, "rotated on disk");
+    assert_eq!(after.device_id, before.device_id);
+    assert!(after.credential_issued_at.is_some());
+    // Its report in the same cycle already used the new one, so the old one is refused.
+    let old = fleet
+        .client
+        .get(format!("{}/api/v1/agent/desired-state?wait=0", fleet.base))
+        .bearer_auth(&before.credential)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(old.status(), 401, "the old credential no longer works");
+    let device = fleet
+        .call(
+            "GET",
+            &format!("/api/v1/devices/{}", before.device_id),
+            Value::Null,
+            200,
+        )
+        .await;
+    assert_eq!(device["credential_rotation_requested"], false, "{device}");
+
+    // A restart reads the new credential from the state directory and keeps polling.
+    drop(agent);
+    let mut restarted = fleet.agent(dir.path(), sink.clone()).await;
+    restarted.restore().await.unwrap();
+    assert!(matches!(
+        restarted.cycle(Duration::from_secs(0)).await,
+        Ok(Cycle::Done)
+    ));
+    assert_eq!(
+        state.identity().unwrap().unwrap().credential,
+        after.credential,
+        "no second rotation without a reason"
+    );
+}
+
 /// Revoking a publisher key reaches the devices through a trust-root rotation: after it,
 /// a version signed only by the new key installs, where before the device refused it.
 #[tokio::test]

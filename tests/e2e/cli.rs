@@ -671,6 +671,10 @@ fn fleet_flow_from_enrollment_token_to_deleted_device() {
             "plant-7 gateways",
             "--label",
             "site=plant-7",
+            "--allow-label",
+            "class",
+            "--allow-label",
+            "rack",
             "--max-uses",
             "2",
             "--expires-in",
@@ -697,16 +701,28 @@ fn fleet_flow_from_enrollment_token_to_deleted_device() {
             .contains("2 devices, which wait for approval"),
         "{created:#?}"
     );
+    assert!(
+        created.stdout.contains("devices may set: class, rack"),
+        "{created:#?}"
+    );
     let tokens = op.cli("enroll-tokens ls --json").ok().json();
     let token = tokens["tokens"][0].clone();
     assert_eq!(token["name"], "plant-7 gateways", "{tokens}");
     assert_eq!(token["labels"], json!({"site": "plant-7"}));
     assert_eq!(token["max_uses"], 2);
     assert_eq!(token["require_approval"], true);
+    assert_eq!(token["allowed_device_labels"], json!(["class", "rack"]));
     assert!(token.get("token").is_none(), "secrets are never listed");
     let token_id = token["id"].as_str().unwrap().to_owned();
 
-    // A device enrolls over HTTP; the token's labels win over the ones it asks for.
+    // A device asking for a key the token does not allow is refused, and uses nothing.
+    let refused = try_enroll(url, &secret, "gw-16", json!({"tier": "canary"}));
+    assert_eq!(refused.status(), 400);
+    let body: Value = refused.json().unwrap();
+    assert_eq!(body["error"]["code"], "label_not_allowed", "{body}");
+
+    // A device enrolls over HTTP; the token's labels win over the ones it asks for, and the
+    // keys it allows are kept.
     let device = enroll(
         url,
         &secret,
@@ -717,7 +733,13 @@ fn fleet_flow_from_enrollment_token_to_deleted_device() {
     let id = device.id.as_str();
     let listed = op.cli("enroll-tokens ls").ok();
     let row = listed.stdout.lines().nth(1).unwrap_or_default();
-    for cell in [&token_id as &str, "site=plant-7", "1/2", "yes"] {
+    for cell in [
+        &token_id as &str,
+        "site=plant-7",
+        "class,rack",
+        "1/2",
+        "yes",
+    ] {
         assert!(row.contains(cell), "{cell} missing in `{row}`");
     }
 
@@ -888,6 +910,23 @@ fn fleet_flow_from_enrollment_token_to_deleted_device() {
     let left = op.cli("deployments ls --json").ok().json();
     assert_eq!(left["deployments"].as_array().unwrap().len(), 1);
     assert_eq!(left["deployments"][0]["selector"], "site=plant-9");
+
+    // Asking for a credential rotation: the device sees it on its next poll.
+    let asked = op.cli(&format!("devices rotate-credential {id}")).ok();
+    assert!(
+        asked.stdout.contains("to rotate its credential"),
+        "{asked:#?}"
+    );
+    let flagged = op.cli(&format!("devices show {id} --json")).ok().json();
+    assert_eq!(flagged["credential_rotation_requested"], true, "{flagged}");
+    let res = reqwest::blocking::Client::new()
+        .get(format!("{url}/api/v1/agent/desired-state?wait=0"))
+        .bearer_auth(&device.credential)
+        .send()
+        .unwrap();
+    assert_eq!(res.headers()["flotilla-rotate-credential"], "1");
+    op.cli("devices rotate-credential not-an-id")
+        .fails(1, "invalid_path");
 
     // Revoking: the credential stops working, and a revoked device cannot be approved.
     let revoked = op.cli(&format!("devices revoke {id}")).ok();

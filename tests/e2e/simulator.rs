@@ -46,7 +46,8 @@ async fn simulated_devices_follow_deploys_report_failures_and_come_back() {
         .call(
             "POST",
             "/api/v1/enrollment-tokens",
-            json!({"name": "sim", "labels": {"site": "a"}, "max_uses": DEVICES}),
+            json!({"name": "sim", "labels": {"site": "a"}, "max_uses": DEVICES,
+                   "allowed_device_labels": ["rack"]}),
             201,
         )
         .await["token"]

@@ -259,13 +259,15 @@ impl Operator {
         Ok(())
     }
 
-    /// An enrollment token for `uses` devices with `labels`.
+    /// An enrollment token for `uses` devices with `labels`, which lets them set `shard`
+    /// themselves (the benchmarks' simulated devices spread over shards).
     pub async fn enrollment_token(&self, uses: u32, labels: Value) -> anyhow::Result<String> {
         let v = self
             .call(
                 "POST",
                 "/api/v1/enrollment-tokens",
-                json!({"name": "bench", "labels": labels, "max_uses": uses}),
+                json!({"name": "bench", "labels": labels, "max_uses": uses,
+                       "allowed_device_labels": ["shard"]}),
                 201,
             )
             .await?;

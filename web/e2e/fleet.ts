@@ -203,6 +203,8 @@ export async function enrollFleet(
     {
       name: 'plant-7 gateways',
       labels: { site: 'plant-7' },
+      // Each simulated gateway says which class of hardware it is.
+      allowed_device_labels: ['class'],
       max_uses: n,
     },
   );

@@ -10,6 +10,10 @@ use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use crate::sync::credential::{RotationRequest, SharedCredential};
+
+mod rotation;
+
 /// Why a call failed, sorted by what the agent should do.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -96,7 +100,8 @@ impl DownloadLimits {
 pub struct ServerClient {
     http: reqwest::Client,
     base: String,
-    credential: Option<String>,
+    credential: Option<SharedCredential>,
+    rotation: RotationRequest,
 }
 
 /// The most read of an error body: an error code and a message, never a model.
@@ -146,7 +151,8 @@ impl ServerClient {
         Ok(Self {
             http,
             base: base.trim_end_matches('/').to_owned(),
-            credential,
+            credential: credential.map(SharedCredential::new),
+            rotation: RotationRequest::default(),
         })
     }
 
@@ -160,7 +166,7 @@ impl ServerClient {
 
     fn authed(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
         match &self.credential {
-            Some(c) => req.bearer_auth(c),
+            Some(c) => req.bearer_auth(c.get()),
             None => req,
         }
     }
@@ -204,6 +210,7 @@ impl ServerClient {
             req = req.header(IF_NONE_MATCH, e);
         }
         let res = req.send().await.map_err(unavailable)?;
+        self.rotation.note(res.headers());
         let trust_root = res
             .headers()
             .get(flotilla_protocol::routes::TRUST_ROOT_HEADER)

@@ -4,6 +4,7 @@
 //! through [`ModelSink`].
 
 pub mod client;
+pub mod credential;
 pub mod state_dir;
 pub mod trust;
 pub mod updater;

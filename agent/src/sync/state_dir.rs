@@ -31,6 +31,10 @@ pub struct Identity {
     pub credential: String,
     /// The server's desired-state key (SPKI PEM): configured, or pinned at enrollment.
     pub server_public_key_pem: String,
+    /// When the credential was issued, Unix seconds on the device's clock (absent in
+    /// identities written before credentials rotated: their age is unknown).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential_issued_at: Option<u64>,
 }
 
 /// A model installed on the device.
@@ -437,6 +441,7 @@ mod tests {
             device_id: "d".into(),
             credential: "fld_x".into(),
             server_public_key_pem: "k".into(),
+            credential_issued_at: Some(1),
         };
         sd.save_identity(&id).unwrap();
         assert_eq!(sd.identity().unwrap(), Some(id));

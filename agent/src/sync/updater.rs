@@ -28,6 +28,7 @@ use super::ModelSink;
 
 mod enroll;
 mod reports;
+mod rotation;
 mod verify;
 
 pub use enroll::ensure_enrolled;
@@ -179,6 +180,8 @@ pub struct Updater {
     /// The last verified desired state, applied again when a slot's retry is due (a `304`
     /// brings no new state, and a failed or interrupted download must still be retried).
     current: Option<DesiredState>,
+    /// When to rotate the device credential ([`rotation`]).
+    credential_rotation: rotation::CredentialRotation,
 }
 
 impl Updater {
@@ -246,6 +249,7 @@ impl Updater {
             current: None,
             monotonic,
             last_verified: None,
+            credential_rotation: Default::default(),
         })
     }
 
@@ -1001,6 +1005,7 @@ impl Updater {
             }
             Err(e) => Err(e),
         };
+        self.rotate_credential_when_due().await;
         // Staleness shows without a new state (a proxy answering 304 forever).
         self.publish_state_health();
         if let Err(e) = self.queue_report() {

@@ -358,6 +358,11 @@ fn updater(
         device_id: DEVICE_ID.into(),
         credential: "fld_test".into(),
         server_public_key_pem: server_key.public_key().to_pem(),
+        // Fresh: these tests' servers know nothing of credential rotation.
+        credential_issued_at: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()
+            .map(|d| d.as_secs()),
     };
     Updater::new(
         StateDir::open(dir).unwrap(),

@@ -295,6 +295,7 @@ ID    MODEL  VERSION  SELECTOR      DEVICES  UPDATED               BY
             desired: Default::default(),
             slots: json!([]),
             health: None,
+            credential_rotation_requested: false,
         };
         let devices: Vec<DeviceInfo> = (0..LISTED_DEVICES + 2).map(device).collect();
         let text = selected_table(&devices, &deployment("site=a", 22));

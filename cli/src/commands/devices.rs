@@ -68,6 +68,18 @@ pub fn run(ctx: &Context, command: DevicesCommand) -> Result<(), CliError> {
                 ));
             }
         }
+        DevicesCommand::RotateCredential { id } => {
+            let device = ctx.client()?.rotate_device_credential(&id)?;
+            if ctx.json {
+                emit(pretty(&device.json));
+            } else {
+                let d = &device.value;
+                emit(format!(
+                    "asked device {} ({}) to rotate its credential: it takes a new one on its next poll",
+                    d.name, d.id
+                ));
+            }
+        }
         DevicesCommand::Rm { id } => {
             ctx.client()?.delete_device(&id)?;
             if ctx.json {
@@ -367,6 +379,7 @@ mod tests {
                             "error_count": 3, "latency_ms": {"p50": 1.2, "p95": 3.4, "p99": 8.0}}],
                 "memory_rss_bytes": 44_040_192u64, "cpu_percent": 3.5
             })),
+            credential_rotation_requested: false,
         }
     }
 

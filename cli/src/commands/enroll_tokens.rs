@@ -17,6 +17,7 @@ pub fn run(ctx: &Context, command: EnrollTokensCommand) -> Result<(), CliError> 
         EnrollTokensCommand::Create {
             name,
             labels,
+            allow_labels,
             expires_in,
             max_uses,
             require_approval,
@@ -30,6 +31,7 @@ pub fn run(ctx: &Context, command: EnrollTokensCommand) -> Result<(), CliError> 
                     expires_in_secs: expires_in.as_secs(),
                     max_uses,
                     require_approval,
+                    allowed_device_labels: allow_labels,
                 })?;
             if ctx.json {
                 emit(pretty(&created.json));
@@ -79,6 +81,7 @@ fn created_text(created: &CreatedEnrollmentToken) -> String {
         "created enrollment token {} (id {})\n  \
          enrolls:  {uses}{approval}\n  \
          labels:   {}\n  \
+         devices may set: {}\n  \
          expires:  {}\n\
          \n\
          secret (shown only this once):\n\
@@ -89,15 +92,33 @@ fn created_text(created: &CreatedEnrollmentToken) -> String {
         t.name,
         t.id,
         join(&t.labels),
+        allowed_text(&t.allowed_device_labels),
         short_time(&t.expires_at),
         created.token,
         created.token,
     )
 }
 
+/// The label keys devices may set, or `none` (the default: only the token's labels).
+fn allowed_text(keys: &[String]) -> String {
+    if keys.is_empty() {
+        "no labels of their own".to_owned()
+    } else {
+        keys.join(", ")
+    }
+}
+
 fn tokens_table(tokens: &[EnrollmentTokenInfo]) -> String {
     let mut table = Table::new([
-        "ID", "NAME", "PREFIX", "LABELS", "USES", "APPROVAL", "EXPIRES", "REVOKED",
+        "ID",
+        "NAME",
+        "PREFIX",
+        "LABELS",
+        "DEVICE MAY SET",
+        "USES",
+        "APPROVAL",
+        "EXPIRES",
+        "REVOKED",
     ]);
     for t in tokens {
         table.row(vec![
@@ -105,6 +126,11 @@ fn tokens_table(tokens: &[EnrollmentTokenInfo]) -> String {
             t.name.clone(),
             t.prefix.clone(),
             join(&t.labels),
+            if t.allowed_device_labels.is_empty() {
+                "-".to_owned()
+            } else {
+                t.allowed_device_labels.join(",")
+            },
             format!("{}/{}", t.uses, t.max_uses),
             if t.require_approval { "yes" } else { "no" }.to_owned(),
             short_time(&t.expires_at),
@@ -124,6 +150,7 @@ mod tests {
             name: "plant-7 gateways".into(),
             prefix: "fle_AbCd".into(),
             labels: [("site".to_owned(), "plant-7".to_owned())].into(),
+            allowed_device_labels: vec!["rack".into()],
             require_approval,
             max_uses,
             uses: 1,
@@ -146,6 +173,7 @@ mod tests {
 created enrollment token plant-7 gateways (id 7d0c)
   enrolls:  20 devices, which wait for approval (flotilla devices approve ID)
   labels:   site=plant-7
+  devices may set: rack
   expires:  2026-11-27 10:00:00Z
 
 secret (shown only this once):
@@ -166,6 +194,7 @@ give it to the agent on its first start, with --enroll-token or FLOTILLA_ENROLL_
             "7d0c",
             "fle_AbCd",
             "site=plant-7",
+            "rack",
             "1/1",
             "no",
             "2026-11-27 10:00:00Z",

@@ -58,6 +58,11 @@ fn secret(prefix: &str) -> String {
     auth::generate_secret().replacen(auth::TOKEN_PREFIX, prefix, 1)
 }
 
+/// A new device credential (`fld_...`).
+pub fn new_device_credential() -> String {
+    secret(DEVICE_PREFIX)
+}
+
 /// Creates an enrollment token; returns it with its secret.
 pub async fn create_enrollment_token(
     store: &dyn Store,
@@ -67,6 +72,7 @@ pub async fn create_enrollment_token(
 ) -> Result<(EnrollmentTokenRecord, String), DomainError> {
     let name = parse_label_name("token name", &req.name)?;
     validate_labels(&req.labels)?;
+    let allowed_device_labels = parse_allowed_label_keys(&req.allowed_device_labels)?;
     if req.expires_in_secs == 0 || req.expires_in_secs > 366 * 24 * 3600 {
         return Err(DomainError::invalid(
             ErrorCode::InvalidArgument,
@@ -86,6 +92,7 @@ pub async fn create_enrollment_token(
         secret_hash: auth::hash_secret(&secret),
         prefix: auth::shown_prefix(&secret),
         labels: req.labels.clone(),
+        allowed_device_labels,
         require_approval: req.require_approval,
         max_uses: req.max_uses,
         uses: 0,
@@ -98,7 +105,69 @@ pub async fn create_enrollment_token(
     Ok((record, secret))
 }
 
+/// The label keys a token lets devices set: valid keys, sorted, each once.
+fn parse_allowed_label_keys(keys: &[String]) -> Result<Vec<String>, DomainError> {
+    if keys.len() > 64 {
+        return Err(DomainError::invalid(
+            ErrorCode::InvalidArgument,
+            "allowed_device_labels may name at most 64 keys",
+        ));
+    }
+    let mut out = std::collections::BTreeSet::new();
+    for k in keys {
+        let k = parse_label_name("allowed label key", k)?;
+        if k.contains('=') || k.contains(',') {
+            return Err(DomainError::invalid(
+                ErrorCode::InvalidArgument,
+                format!("allowed label key `{k}` may not contain '=' or ','"),
+            ));
+        }
+        out.insert(k);
+    }
+    Ok(out.into_iter().collect())
+}
+
+/// The labels a device enrolling with `token` gets: the token's labels, plus those it asked
+/// for under keys the token allows. A device is one fleet member, possibly hostile, and labels
+/// choose what it runs and which rollout cohort it is in: it must not pick them beyond what
+/// the token's creator allowed. A requested key the token sets is overridden, not refused
+/// (the agent's own `--label` may name the site the token also names). Any other key refuses
+/// the whole enrollment with `label_not_allowed`, naming the key.
+pub fn enrollment_labels(
+    token: &EnrollmentTokenRecord,
+    requested: &BTreeMap<String, String>,
+) -> Result<BTreeMap<String, String>, DomainError> {
+    let mut labels = BTreeMap::new();
+    for (k, v) in requested {
+        if token.labels.contains_key(k) {
+            continue;
+        }
+        if !token.allowed_device_labels.iter().any(|a| a == k) {
+            return Err(DomainError::invalid(
+                ErrorCode::LabelNotAllowed,
+                format!("the enrollment token does not let a device set the label `{k}`"),
+            ));
+        }
+        labels.insert(k.clone(), v.clone());
+    }
+    labels.extend(token.labels.clone());
+    Ok(labels)
+}
+
+fn unusable_token() -> DomainError {
+    DomainError {
+        kind: super::Kind::Invalid,
+        code: ErrorCode::Unauthorized,
+        message: "the enrollment token is unknown, revoked, expired or used up".into(),
+        cause: None,
+    }
+}
+
 /// Enrolls a device with a one-time token. Returns the device and its credential.
+///
+/// The labels are decided ([`enrollment_labels`]) before the token is used, so a refused
+/// device neither exists nor uses up the token. A token's labels and allowed keys never
+/// change after it is created, so the decision holds for the use made in the same call.
 pub async fn enroll(
     store: &dyn Store,
     req: &EnrollRequest,
@@ -106,19 +175,26 @@ pub async fn enroll(
 ) -> Result<(DeviceRecord, String), DomainError> {
     let key = DevicePublicKey::parse(&req.device_public_key)?;
     validate_labels(&req.labels)?;
+    let token_hash = auth::hash_secret(req.enrollment_token.trim());
+    let token = store
+        .enrollment_token_by_hash(&token_hash)
+        .await?
+        .filter(|t| t.revoked_at.is_none() && t.expires_at > now && t.uses < t.max_uses)
+        .ok_or_else(unusable_token)?;
+    let labels = enrollment_labels(&token, &req.labels)?;
     let id = Uuid::new_v4();
     let name = match &req.name {
         Some(n) => parse_label_name("device name", n)?,
         None => id.to_string(),
     };
-    let credential = secret(DEVICE_PREFIX);
+    let credential = new_device_credential();
     let device = DeviceRecord {
         id,
         name,
         public_key: key.to_base64(),
         credential_hash: auth::hash_secret(&credential),
         status: "active".into(),
-        labels: req.labels.clone(),
+        labels,
         hardware: serde_json::to_value(&req.hardware).unwrap_or_default(),
         agent_version: req.agent_version.chars().take(64).collect(),
         enrollment_token_id: None,
@@ -132,17 +208,14 @@ pub async fn enroll(
         last_report_seq: 0,
         slot_status: serde_json::json!([]),
         last_health: None,
+        next_credential_hash: None,
+        credential_rotation_requested_at: None,
     };
     let device = store
-        .enroll_device(&auth::hash_secret(req.enrollment_token.trim()), &device)
+        .enroll_device(&token_hash, &device)
         .await
         .map_err(|e| match e {
-            StoreError::NotFound(_) => DomainError {
-                kind: super::Kind::Invalid,
-                code: ErrorCode::Unauthorized,
-                message: "the enrollment token is unknown, revoked, expired or used up".into(),
-                cause: None,
-            },
+            StoreError::NotFound(_) => unusable_token(),
             other => other.into(),
         })?;
     Ok((device, credential))

@@ -1,6 +1,7 @@
 //! Domain logic: decisions about models, keys and versions. Nothing here knows about HTTP; the
 //! routes map [`DomainError`] to responses.
 
+pub mod credentials;
 pub mod fleet;
 pub mod health_history;
 pub mod names;

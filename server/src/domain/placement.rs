@@ -178,6 +178,8 @@ mod tests {
             last_report_seq: 0,
             slot_status: json!([]),
             last_health: Some(health),
+            next_credential_hash: None,
+            credential_rotation_requested_at: None,
         }
     }
 

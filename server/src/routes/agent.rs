@@ -4,7 +4,8 @@ use actix_web::http::header;
 use actix_web::{get, post, web, HttpRequest, HttpResponse};
 use chrono::Utc;
 use flotilla_protocol::agent::{
-    is_valid_model_name, AgentReport, EnrollRequest, EnrollResponse, SignedDesiredState,
+    is_valid_model_name, AgentReport, EnrollRequest, EnrollResponse, NewCredential,
+    SignedDesiredState, ROTATE_CREDENTIAL_HEADER,
 };
 use flotilla_protocol::routes::TRUST_ROOT_HEADER;
 use flotilla_protocol::ErrorCode;
@@ -28,7 +29,7 @@ pub const POLL_AFTER_HEADER: &str = "flotilla-poll-after";
     request_body = EnrollRequest,
     responses(
         (status = 201, body = EnrollResponse),
-        (status = 400, body = flotilla_protocol::ApiErrorBody),
+        (status = 400, description = "`label_not_allowed`: a requested label key the token neither sets nor allows (nothing is created, the token is not used); `invalid_argument`", body = flotilla_protocol::ApiErrorBody),
         (status = 401, description = "the enrollment token is unknown, revoked, expired or used up", body = flotilla_protocol::ApiErrorBody)
     )
 )]
@@ -49,7 +50,8 @@ pub async fn enroll(
         })?;
     audit_detail(
         &req,
-        json!({"device_id": device.id, "name": device.name, "status": device.status, "labels": device.labels}),
+        json!({"device_id": device.id, "name": device.name, "status": device.status,
+               "labels": device.labels, "requested_labels": body.labels}),
     );
     Ok(HttpResponse::Created().json(EnrollResponse {
         device_id: device.id.to_string(),
@@ -80,8 +82,8 @@ fn poll_after(state: &AppState) -> String {
     tag = "agent",
     params(PollParams),
     responses(
-        (status = 200, body = SignedDesiredState, headers(("etag" = String, description = "\"<sequence>\""), ("flotilla-poll-after" = u64, description = "seconds until the next poll"), ("flotilla-trust-root" = u64, description = "serial of the newest trust root (fetch `/api/v1/agent/trust-roots` when behind)"))),
-        (status = 304, description = "unchanged", headers(("flotilla-trust-root" = u64, description = "serial of the newest trust root"))),
+        (status = 200, body = SignedDesiredState, headers(("etag" = String, description = "\"<sequence>\""), ("flotilla-poll-after" = u64, description = "seconds until the next poll"), ("flotilla-trust-root" = u64, description = "serial of the newest trust root (fetch `/api/v1/agent/trust-roots` when behind)"), ("flotilla-rotate-credential" = String, description = "`1` when an operator asked the device to rotate its credential (`POST /api/v1/agent/credential`)"))),
+        (status = 304, description = "unchanged", headers(("flotilla-trust-root" = u64, description = "serial of the newest trust root"), ("flotilla-rotate-credential" = String, description = "`1` when an operator asked the device to rotate its credential"))),
         (status = 401, body = flotilla_protocol::ApiErrorBody),
         (status = 403, description = "the device awaits approval", body = flotilla_protocol::ApiErrorBody)
     ),
@@ -112,6 +114,9 @@ pub async fn desired_state(
     let mut stopping = state.stopping.subscribe();
     let mut generation = *changes.borrow_and_update();
     let mut record = caller.record;
+    // An operator asked this device to rotate its credential: said on every answer, and a
+    // held poll is answered at once rather than held.
+    let mut rotate = false;
     loop {
         // The fast path: this device was given this ETag since the last fleet change, so its
         // state is what the agent has; no database round trip.
@@ -135,6 +140,7 @@ pub async fn desired_state(
                 Some(device) => device,
                 None => active_device(&state, caller.id).await?,
             };
+            rotate = device.credential_rotation_requested_at.is_some();
             let (envelope, sequence) = fleet::desired_state(
                 state.store.as_ref(),
                 &state.server_key,
@@ -146,17 +152,21 @@ pub async fn desired_state(
             let etag = format!("\"{sequence}\"");
             state.checkin.remember_etag(caller.id, &etag, generation);
             if known.as_deref() != Some(etag.as_str()) {
-                return Ok(HttpResponse::Ok()
-                    .insert_header((header::ETAG, etag))
+                let mut res = HttpResponse::Ok();
+                res.insert_header((header::ETAG, etag))
                     .insert_header((header::CACHE_CONTROL, "no-store"))
                     .insert_header((POLL_AFTER_HEADER, poll_after(&state)))
-                    .insert_header((TRUST_ROOT_HEADER, trust_serial))
-                    .json(envelope));
+                    .insert_header((TRUST_ROOT_HEADER, trust_serial));
+                if rotate {
+                    res.insert_header((ROTATE_CREDENTIAL_HEADER, "1"));
+                }
+                return Ok(res.json(envelope));
             }
             etag
         };
         // Not held (`wait=0`): answer now, without arming a timer and change watches.
         let changed = !wait.is_zero()
+            && !rotate
             && tokio::select! {
                 r = changes.changed() => r.is_ok(),
                 _ = tokio::time::sleep_until(deadline) => false,
@@ -164,11 +174,14 @@ pub async fn desired_state(
                 _ = stopping.wait_for(|s| *s) => false,
             };
         if !changed {
-            return Ok(HttpResponse::NotModified()
-                .insert_header((header::ETAG, etag))
+            let mut res = HttpResponse::NotModified();
+            res.insert_header((header::ETAG, etag))
                 .insert_header((POLL_AFTER_HEADER, poll_after(&state)))
-                .insert_header((TRUST_ROOT_HEADER, trust_serial))
-                .finish());
+                .insert_header((TRUST_ROOT_HEADER, trust_serial));
+            if rotate {
+                res.insert_header((ROTATE_CREDENTIAL_HEADER, "1"));
+            }
+            return Ok(res.finish());
         }
         // Something changed: recompute from the database, which also sees a revocation.
         generation = *changes.borrow_and_update();
@@ -245,4 +258,46 @@ pub async fn report(
         state.rollouts.nudge();
     }
     Ok(HttpResponse::Ok().json(json!({"accepted": accepted})))
+}
+
+/// Issues the calling device a new credential. The credential presented keeps working until
+/// the new one is first used, so a lost answer never locks the device out (it asks again);
+/// from that first use on, only the new one works. A revoked device gets 401.
+#[utoipa::path(
+    tag = "agent",
+    responses(
+        (status = 200, body = NewCredential),
+        (status = 401, description = "unknown, superseded or revoked credential", body = flotilla_protocol::ApiErrorBody),
+        (status = 403, description = "the device awaits approval", body = flotilla_protocol::ApiErrorBody)
+    ),
+    security(("device" = []))
+)]
+#[post("/agent/credential")]
+pub async fn rotate_credential(
+    req: HttpRequest,
+    caller: DevicePrincipal,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    // The cache may have answered authentication: the status decides from the database.
+    active_device(&state, caller.id).await?;
+    let credential = crate::domain::credentials::issue_next(
+        state.store.as_ref(),
+        caller.id,
+        &caller.credential_hash,
+    )
+    .await
+    .map_err(|e| {
+        if e.code == ErrorCode::Unauthorized {
+            ApiError::unauthorized(e.message)
+        } else {
+            e.into()
+        }
+    })?;
+    audit_detail(
+        &req,
+        json!({"device_id": caller.id, "credential": "new credential issued; the old one works until it is used"}),
+    );
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(NewCredential { credential }))
 }

@@ -26,6 +26,7 @@ fn token_info(t: &EnrollmentTokenRecord) -> EnrollmentTokenInfo {
         name: t.name.clone(),
         prefix: t.prefix.clone(),
         labels: t.labels.clone(),
+        allowed_device_labels: t.allowed_device_labels.clone(),
         require_approval: t.require_approval,
         max_uses: t.max_uses,
         uses: t.uses,
@@ -55,6 +56,7 @@ pub(crate) fn device_info(d: &DeviceRecord, deployments: &[DeploymentRecord]) ->
         desired,
         slots: d.slot_status.clone(),
         health: d.last_health.clone(),
+        credential_rotation_requested: d.credential_rotation_requested_at.is_some(),
     }
 }
 
@@ -78,7 +80,8 @@ pub async fn create_enrollment_token(
             .await?;
     audit_detail(
         &req,
-        json!({"enrollment_token_id": token.id, "name": token.name, "labels": token.labels}),
+        json!({"enrollment_token_id": token.id, "name": token.name, "labels": token.labels,
+               "allowed_device_labels": token.allowed_device_labels}),
     );
     Ok(HttpResponse::Created().json(CreatedEnrollmentToken {
         info: token_info(&token),
@@ -401,6 +404,45 @@ pub async fn revoke(
     path: web::Path<String>,
 ) -> Result<web::Json<DeviceInfo>, ApiError> {
     set_status(&req, &principal, &state, &path, "revoked").await
+}
+
+/// Asks a device to rotate its credential (operator or admin). The device learns it from the
+/// `flotilla-rotate-credential` header of its next desired-state answer (held polls are
+/// answered at once) and calls `POST /api/v1/agent/credential`; until the new credential is
+/// first used, `credential_rotation_requested` stays true.
+#[utoipa::path(
+    tag = "devices",
+    params(("id" = String, Path, description = "device id")),
+    responses(
+        (status = 200, body = DeviceInfo),
+        (status = 400, description = "`invalid_path`: not a device id", body = flotilla_protocol::ApiErrorBody),
+        (status = 401, body = flotilla_protocol::ApiErrorBody),
+        (status = 403, description = "the token's role is not operator or admin", body = flotilla_protocol::ApiErrorBody),
+        (status = 404, body = flotilla_protocol::ApiErrorBody),
+        (status = 409, description = "the device is revoked", body = flotilla_protocol::ApiErrorBody)
+    ),
+    security(("bearer" = []))
+)]
+#[post("/devices/{id}/rotate-credential")]
+pub async fn rotate_credential(
+    req: HttpRequest,
+    principal: Principal,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<web::Json<DeviceInfo>, ApiError> {
+    principal.require(Permission::Operate)?;
+    let device = fleet::device(state.store.as_ref(), &path).await?;
+    let device =
+        crate::domain::credentials::request_rotation(state.store.as_ref(), device.id, Utc::now())
+            .await?;
+    // Wakes the device's held poll, which then answers with the rotation header.
+    state.fleet_changed();
+    audit_detail(
+        &req,
+        json!({"device_id": device.id, "credential": "rotation requested"}),
+    );
+    let deployments = state.store.list_deployments().await?;
+    Ok(web::Json(device_info(&device, &deployments)))
 }
 
 /// Deletes a device and its report history (operator or admin).

@@ -314,6 +314,8 @@ pub struct EnrollmentTokenRecord {
     pub expires_at: DateTime<Utc>,
     /// Revocation.
     pub revoked_at: Option<DateTime<Utc>>,
+    /// Label keys a device may set itself at enrollment (beside the token's own labels).
+    pub allowed_device_labels: Vec<String>,
 }
 
 /// A device as stored.
@@ -357,6 +359,11 @@ pub struct DeviceRecord {
     pub slot_status: serde_json::Value,
     /// Last reported health window.
     pub last_health: Option<serde_json::Value>,
+    /// Hex sha256 of a credential issued by a rotation and not used yet: it and
+    /// `credential_hash` both work until the device first presents it.
+    pub next_credential_hash: Option<String>,
+    /// When an operator asked the device to rotate its credential (cleared once it has).
+    pub credential_rotation_requested_at: Option<DateTime<Utc>>,
 }
 
 /// A device report to record (see [`Store::record_reports`]).
@@ -502,8 +509,37 @@ pub trait Store: Send + Sync + 'static {
         token_hash: &str,
         device: &DeviceRecord,
     ) -> Result<DeviceRecord, StoreError>;
-    /// The device whose credential hashes to `hash`.
+    /// The device whose credential, or whose issued but unused next credential, hashes to
+    /// `hash`.
     async fn device_by_credential(&self, hash: &str) -> Result<Option<DeviceRecord>, StoreError>;
+    /// The enrollment token whose secret hashes to `hash`, whatever its state.
+    async fn enrollment_token_by_hash(
+        &self,
+        hash: &str,
+    ) -> Result<Option<EnrollmentTokenRecord>, StoreError>;
+    /// Records `next_hash` as the device's next credential, replacing one issued before and
+    /// never used; false unless the device is active and `presented_hash` is its current or
+    /// next credential. The current credential keeps working.
+    async fn issue_next_credential(
+        &self,
+        id: Uuid,
+        presented_hash: &str,
+        next_hash: &str,
+    ) -> Result<bool, StoreError>;
+    /// The device's next credential `next_hash` was used: it becomes the credential, the old
+    /// one stops working and an operator's rotation request is done. `None` when `next_hash`
+    /// is not (or no longer) the device's next credential.
+    async fn promote_next_credential(
+        &self,
+        id: Uuid,
+        next_hash: &str,
+    ) -> Result<Option<DeviceRecord>, StoreError>;
+    /// Marks that an operator asked the device to rotate its credential.
+    async fn request_credential_rotation(
+        &self,
+        id: Uuid,
+        at: DateTime<Utc>,
+    ) -> Result<DeviceRecord, StoreError>;
     /// A device by id.
     async fn get_device(&self, id: Uuid) -> Result<Option<DeviceRecord>, StoreError>;
     /// All devices, by enrollment time.

@@ -199,7 +199,7 @@ impl From<VersionRow> for VersionRecord {
 }
 
 pub(crate) const ET_COLUMNS: &str = "id, name, secret_hash, prefix, labels, require_approval, \
-     max_uses, uses, created_by, created_at, expires_at, revoked_at";
+     max_uses, uses, created_by, created_at, expires_at, revoked_at, allowed_device_labels";
 
 #[derive(sqlx::FromRow)]
 pub(crate) struct EnrollmentTokenRow {
@@ -215,6 +215,7 @@ pub(crate) struct EnrollmentTokenRow {
     created_at: DateTime<Utc>,
     expires_at: DateTime<Utc>,
     revoked_at: Option<DateTime<Utc>>,
+    allowed_device_labels: Json<Vec<String>>,
 }
 
 impl From<EnrollmentTokenRow> for EnrollmentTokenRecord {
@@ -232,6 +233,7 @@ impl From<EnrollmentTokenRow> for EnrollmentTokenRecord {
             created_at: r.created_at,
             expires_at: r.expires_at,
             revoked_at: r.revoked_at,
+            allowed_device_labels: r.allowed_device_labels.0,
         }
     }
 }
@@ -239,7 +241,7 @@ impl From<EnrollmentTokenRow> for EnrollmentTokenRecord {
 pub(crate) const DEVICE_COLUMNS: &str = "id, name, public_key, credential_hash, status, labels, \
      hardware, agent_version, enrollment_token_id, enrolled_at, last_seen_at, desired_sequence, \
      desired_hash, desired_envelope, desired_expires_at, applied_sequence, last_report_seq, \
-     slot_status, last_health";
+     slot_status, last_health, next_credential_hash, credential_rotation_requested_at";
 
 #[derive(sqlx::FromRow)]
 pub(crate) struct DeviceRow {
@@ -262,6 +264,8 @@ pub(crate) struct DeviceRow {
     last_report_seq: i64,
     slot_status: Json<serde_json::Value>,
     last_health: Option<Json<serde_json::Value>>,
+    next_credential_hash: Option<String>,
+    credential_rotation_requested_at: Option<DateTime<Utc>>,
 }
 
 impl From<DeviceRow> for DeviceRecord {
@@ -286,6 +290,8 @@ impl From<DeviceRow> for DeviceRecord {
             last_report_seq: u64::try_from(r.last_report_seq).unwrap_or(0),
             slot_status: r.slot_status.0,
             last_health: r.last_health.map(|j| j.0),
+            next_credential_hash: r.next_credential_hash,
+            credential_rotation_requested_at: r.credential_rotation_requested_at,
         }
     }
 }
@@ -745,7 +751,7 @@ macro_rules! shared_queries {
 
         pub(crate) async fn insert_enrollment_token(pool: &Pool, t: &EnrollmentTokenRecord) -> Result<(), StoreError> {
             sqlx::query(&format!(
-                "INSERT INTO enrollment_tokens ({ET_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+                "INSERT INTO enrollment_tokens ({ET_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
             ))
             .bind(t.id)
             .bind(&t.name)
@@ -759,6 +765,7 @@ macro_rules! shared_queries {
             .bind(t.created_at)
             .bind(t.expires_at)
             .bind(t.revoked_at)
+            .bind(Json(&t.allowed_device_labels))
             .execute(pool)
             .await
             .map(|_| ())
@@ -817,7 +824,7 @@ macro_rules! shared_queries {
             device.enrollment_token_id = Some(token.id);
             sqlx::query(&format!(
                 "INSERT INTO devices ({DEVICE_COLUMNS}) VALUES \
-                 ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)"
+                 ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)"
             ))
             .bind(device.id)
             .bind(&device.name)
@@ -838,6 +845,8 @@ macro_rules! shared_queries {
             .bind(i64_of(device.last_report_seq))
             .bind(Json(&device.slot_status))
             .bind(device.last_health.as_ref().map(Json))
+            .bind(device.next_credential_hash.as_deref())
+            .bind(device.credential_rotation_requested_at)
             .execute(&mut *tx)
             .await
             .map_err(db_err("device"))?;
@@ -846,7 +855,10 @@ macro_rules! shared_queries {
         }
 
         pub(crate) async fn device_by_credential(pool: &Pool, hash: &str) -> Result<Option<DeviceRecord>, StoreError> {
-            let sql = format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE credential_hash = $1");
+            // The credential in use, or one issued by a rotation and not used yet.
+            let sql = format!(
+                "SELECT {DEVICE_COLUMNS} FROM devices WHERE credential_hash = $1 OR next_credential_hash = $1"
+            );
             Ok(sqlx::query_as::<_, DeviceRow>(&sql)
                 .bind(hash)
                 .fetch_optional(pool)
@@ -932,6 +944,73 @@ macro_rules! shared_queries {
             .await
             .map(|_| ())
             .map_err(db_err("device"))
+        }
+
+        pub(crate) async fn enrollment_token_by_hash(pool: &Pool, hash: &str) -> Result<Option<EnrollmentTokenRecord>, StoreError> {
+            Ok(sqlx::query_as::<_, EnrollmentTokenRow>(&format!(
+                "SELECT {ET_COLUMNS} FROM enrollment_tokens WHERE secret_hash = $1"
+            ))
+            .bind(hash)
+            .fetch_optional(pool)
+            .await
+            .map_err(db_err("enrollment token"))?
+            .map(Into::into))
+        }
+
+        pub(crate) async fn issue_next_credential(
+            pool: &Pool,
+            id: Uuid,
+            presented_hash: &str,
+            next_hash: &str,
+        ) -> Result<bool, StoreError> {
+            // Only while the presented credential is still the device's and it is active: a
+            // revoked device, or one whose credential was rotated meanwhile, gets nothing.
+            let done = sqlx::query(
+                "UPDATE devices SET next_credential_hash = $3 \
+                 WHERE id = $1 AND status = 'active' AND (credential_hash = $2 OR next_credential_hash = $2)",
+            )
+            .bind(id)
+            .bind(presented_hash)
+            .bind(next_hash)
+            .execute(pool)
+            .await
+            .map_err(db_err("device"))?;
+            Ok(done.rows_affected() == 1)
+        }
+
+        pub(crate) async fn promote_next_credential(
+            pool: &Pool,
+            id: Uuid,
+            next_hash: &str,
+        ) -> Result<Option<DeviceRecord>, StoreError> {
+            Ok(sqlx::query_as::<_, DeviceRow>(&format!(
+                "UPDATE devices SET credential_hash = next_credential_hash, next_credential_hash = NULL, \
+                 credential_rotation_requested_at = NULL \
+                 WHERE id = $1 AND next_credential_hash = $2 RETURNING {DEVICE_COLUMNS}"
+            ))
+            .bind(id)
+            .bind(next_hash)
+            .fetch_optional(pool)
+            .await
+            .map_err(db_err("device"))?
+            .map(Into::into))
+        }
+
+        pub(crate) async fn request_credential_rotation(
+            pool: &Pool,
+            id: Uuid,
+            at: DateTime<Utc>,
+        ) -> Result<DeviceRecord, StoreError> {
+            sqlx::query_as::<_, DeviceRow>(&format!(
+                "UPDATE devices SET credential_rotation_requested_at = $2 WHERE id = $1 RETURNING {DEVICE_COLUMNS}"
+            ))
+            .bind(id)
+            .bind(at)
+            .fetch_optional(pool)
+            .await
+            .map_err(db_err("device"))?
+            .map(Into::into)
+            .ok_or_else(|| StoreError::NotFound("device".into()))
         }
 
         pub(crate) async fn save_desired_state(
@@ -1264,6 +1343,18 @@ macro_rules! impl_store {
             }
             async fn device_by_credential(&self, hash: &str) -> Result<Option<crate::store::DeviceRecord>, StoreError> {
                 q::device_by_credential(&self.pool, hash).await
+            }
+            async fn enrollment_token_by_hash(&self, hash: &str) -> Result<Option<crate::store::EnrollmentTokenRecord>, StoreError> {
+                q::enrollment_token_by_hash(&self.pool, hash).await
+            }
+            async fn issue_next_credential(&self, id: Uuid, presented_hash: &str, next_hash: &str) -> Result<bool, StoreError> {
+                q::issue_next_credential(&self.pool, id, presented_hash, next_hash).await
+            }
+            async fn promote_next_credential(&self, id: Uuid, next_hash: &str) -> Result<Option<crate::store::DeviceRecord>, StoreError> {
+                q::promote_next_credential(&self.pool, id, next_hash).await
+            }
+            async fn request_credential_rotation(&self, id: Uuid, at: DateTime<Utc>) -> Result<crate::store::DeviceRecord, StoreError> {
+                q::request_credential_rotation(&self.pool, id, at).await
             }
             async fn get_device(&self, id: Uuid) -> Result<Option<crate::store::DeviceRecord>, StoreError> {
                 q::get_device(&self.pool, id).await

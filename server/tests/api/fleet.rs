@@ -49,8 +49,15 @@ impl TestApp {
             .unwrap()
     }
 
+    /// Enrolls a device with a token that lets it set the label keys it asks for.
     pub async fn enroll(&self, labels: Value) -> Device {
-        let token = self.enrollment_token(json!({"name": "test"})).await;
+        let keys: Vec<&String> = labels
+            .as_object()
+            .map(|m| m.keys().collect())
+            .unwrap_or_default();
+        let token = self
+            .enrollment_token(json!({"name": "test", "allowed_device_labels": keys}))
+            .await;
         let res = self.try_enroll(&token, labels).await;
         assert_eq!(res.status(), 201);
         let v: Value = res.json().await.unwrap();
@@ -262,7 +269,8 @@ async fn enrollment_tokens_are_enforced_on(db: Db) {
     let app = spawn_app(db).await;
     let token = app
         .enrollment_token(
-            json!({"name": "plant-7 gateways", "labels": {"site": "plant-7"}, "max_uses": 2}),
+            json!({"name": "plant-7 gateways", "labels": {"site": "plant-7"}, "max_uses": 2,
+                   "allowed_device_labels": ["class"]}),
         )
         .await;
     let a = app
@@ -357,6 +365,7 @@ async fn expired_enrollment_tokens_are_refused() {
             created_at: chrono::Utc::now() - chrono::Duration::days(2),
             expires_at: chrono::Utc::now() - chrono::Duration::days(1),
             revoked_at: None,
+            allowed_device_labels: Vec::new(),
         })
         .await
         .unwrap();

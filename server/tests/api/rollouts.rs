@@ -62,7 +62,7 @@ impl Fixture {
         }
         assert_eq!(app.deploy("fraud", "1.0.0", "site=a").await.status(), 201);
         let token = app
-            .enrollment_token(json!({"name": "fleet", "max_uses": n}))
+            .enrollment_token(json!({"name": "fleet", "max_uses": n, "labels": {"site": "a"}}))
             .await;
         let mut devices = Vec::new();
         for _ in 0..n {

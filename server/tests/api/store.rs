@@ -266,6 +266,8 @@ async fn enrolled_device(s: &dyn Store, token_hash: &str, name: &str) -> DeviceR
         last_report_seq: 0,
         slot_status: serde_json::json!([]),
         last_health: None,
+        next_credential_hash: None,
+        credential_rotation_requested_at: None,
     };
     s.enroll_device(token_hash, &device).await.unwrap()
 }
@@ -285,6 +287,7 @@ async fn reports_are_recorded_in_batches_once_each(s: Arc<dyn Store>) {
         created_at: t0,
         expires_at: t0 + Duration::days(3650),
         revoked_at: None,
+        allowed_device_labels: Vec::new(),
     })
     .await
     .unwrap();

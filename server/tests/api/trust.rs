@@ -311,6 +311,289 @@ async fn device_cannot_download_an_artifact_only_another_device_is_given_on(db: 
     assert_eq!(res.status(), 200);
 }
 
+impl TestApp {
+    async fn enrollment_token_info(&self, name: &str) -> Value {
+        self.get_json("/api/v1/enrollment-tokens").await["tokens"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["name"] == name)
+            .unwrap()
+            .clone()
+    }
+}
+
+both_backends!(
+    a_device_cannot_enroll_with_labels_its_token_does_not_allow,
+    a_device_cannot_enroll_with_labels_its_token_does_not_allow_on
+);
+/// Labels choose what a device runs and which rollout cohort it is in. A device asking for a
+/// key its token neither sets nor allows (here `tier=canary`, to steer itself into a canary
+/// cohort) is refused whole: nothing enrolled, the token not used.
+async fn a_device_cannot_enroll_with_labels_its_token_does_not_allow_on(db: Db) {
+    let app = spawn_app(db).await;
+    let token = app
+        .enrollment_token(json!({
+            "name": "plant-7", "labels": {"site": "plant-7"},
+            "allowed_device_labels": ["class"], "max_uses": 1,
+        }))
+        .await;
+    assert_eq!(
+        app.enrollment_token_info("plant-7").await["allowed_device_labels"],
+        json!(["class"])
+    );
+    let msg = assert_error(
+        app.try_enroll(&token, json!({"class": "gateway", "tier": "canary"}))
+            .await,
+        400,
+        "label_not_allowed",
+    )
+    .await;
+    assert!(msg.contains("`tier`"), "the refusal names the key: {msg}");
+    let devices = app.get_json("/api/v1/devices").await;
+    assert_eq!(devices["devices"], json!([]), "nothing was enrolled");
+    assert_eq!(
+        app.enrollment_token_info("plant-7").await["uses"],
+        0,
+        "a refused enrollment does not use the token"
+    );
+
+    // The token's labels override what the device asks; allowed keys are kept.
+    let res = app
+        .try_enroll(&token, json!({"site": "plant-9", "class": "gateway"}))
+        .await;
+    assert_eq!(res.status(), 201);
+    let id = res.json::<Value>().await.unwrap()["device_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let dev = app.get_json(&format!("/api/v1/devices/{id}")).await;
+    assert_eq!(
+        dev["labels"],
+        json!({"site": "plant-7", "class": "gateway"})
+    );
+    assert_eq!(app.enrollment_token_info("plant-7").await["uses"], 1);
+
+    // A token that allows nothing: the device may ask only what the token sets.
+    let strict = app
+        .enrollment_token(json!({"name": "strict", "labels": {"site": "plant-7"}}))
+        .await;
+    assert_error(
+        app.try_enroll(&strict, json!({"class": "gateway"})).await,
+        400,
+        "label_not_allowed",
+    )
+    .await;
+    assert_eq!(
+        app.try_enroll(&strict, json!({"site": "elsewhere"}))
+            .await
+            .status(),
+        201
+    );
+
+    // Allowed keys must be label keys.
+    let res = app
+        .client
+        .post(app.url("/api/v1/enrollment-tokens"))
+        .bearer_auth(&app.admin_token)
+        .json(&json!({"name": "bad", "allowed_device_labels": ["a=b"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_error(res, 400, "invalid_argument").await;
+}
+
+/// With an approval token the device waits as `pending` with the labels it was granted (its
+/// allowed requests and the token's), which the approver sees in the device list; the audit
+/// entry of the enrollment records what it asked for beside what it got.
+#[tokio::test]
+async fn a_pending_device_shows_the_approver_the_labels_it_asked_for() {
+    let app = spawn_app(Db::Sqlite).await;
+    let token = app
+        .enrollment_token(json!({
+            "name": "careful", "labels": {"site": "plant-7"},
+            "allowed_device_labels": ["class"], "require_approval": true,
+        }))
+        .await;
+    let res = app
+        .try_enroll(&token, json!({"class": "gateway", "site": "plant-9"}))
+        .await;
+    assert_eq!(res.status(), 201);
+    let pending = app.get_json("/api/v1/devices?status=pending").await;
+    assert_eq!(
+        pending["devices"][0]["labels"],
+        json!({"class": "gateway", "site": "plant-7"})
+    );
+    let entry = app
+        .audit_entries(20)
+        .await
+        .into_iter()
+        .find(|e| e["path"] == "/api/v1/enroll")
+        .expect("the enrollment is audited");
+    let text = entry.to_string();
+    assert!(text.contains("requested_labels"), "{text}");
+    assert!(text.contains("plant-9"), "{text}");
+}
+
+impl TestApp {
+    /// `POST /api/v1/agent/credential` with `credential`.
+    async fn rotate_with(&self, credential: &str) -> reqwest::Response {
+        self.client
+            .post(self.url("/api/v1/agent/credential"))
+            .bearer_auth(credential)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn new_credential(&self, credential: &str) -> String {
+        let res = self.rotate_with(credential).await;
+        assert_eq!(res.status(), 200);
+        let v: Value = res.json().await.unwrap();
+        let c = v["credential"].as_str().unwrap().to_owned();
+        assert!(c.starts_with("fld_"), "{c}");
+        c
+    }
+}
+
+fn as_device(d: &crate::fleet::Device, credential: &str) -> crate::fleet::Device {
+    crate::fleet::Device {
+        id: d.id.clone(),
+        credential: credential.to_owned(),
+        server_key: d.server_key.clone(),
+    }
+}
+
+both_backends!(
+    a_rotated_credential_replaces_the_old_one_only_once_it_is_used,
+    a_rotated_credential_replaces_the_old_one_only_once_it_is_used_on
+);
+/// A device whose answer is lost must not be locked out, and once it uses its new credential
+/// the old one (perhaps copied off the device) must stop working.
+async fn a_rotated_credential_replaces_the_old_one_only_once_it_is_used_on(db: Db) {
+    let app = spawn_app(db).await;
+    let old = app.enroll(json!({})).await;
+    let lost = app.new_credential(&old.credential).await;
+    assert_eq!(
+        app.poll(&old, None, 0).await.status(),
+        200,
+        "the old credential works until the new one is used"
+    );
+    // The answer was lost: the device asks again with the credential it still has. The one
+    // it never received is replaced.
+    let new = app.new_credential(&old.credential).await;
+    assert_ne!(new, lost);
+    assert_error(
+        app.poll(&as_device(&old, &lost), None, 0).await,
+        401,
+        "unauthorized",
+    )
+    .await;
+    assert_eq!(app.poll(&old, None, 0).await.status(), 200);
+
+    // The first use of the new credential retires the old one.
+    assert_eq!(
+        app.poll(&as_device(&old, &new), None, 0).await.status(),
+        200
+    );
+    assert_error(app.poll(&old, None, 0).await, 401, "unauthorized").await;
+    assert_error(app.rotate_with(&old.credential).await, 401, "unauthorized").await;
+    assert_eq!(
+        app.poll(&as_device(&old, &new), None, 0).await.status(),
+        200
+    );
+
+    let entries = app.audit_entries(20).await;
+    assert!(
+        entries
+            .iter()
+            .any(|e| e["path"] == "/api/v1/agent/credential" && e["outcome"] == "success"),
+        "issuing is audited: {entries:?}"
+    );
+    assert!(
+        entries
+            .iter()
+            .any(|e| e["detail"].to_string().contains("old one no longer works")),
+        "the switch is audited: {entries:?}"
+    );
+}
+
+both_backends!(
+    a_revoked_device_cannot_rotate_its_credential,
+    a_revoked_device_cannot_rotate_its_credential_on
+);
+/// Revocation must not be undone by a credential issued just before it, nor by asking again.
+async fn a_revoked_device_cannot_rotate_its_credential_on(db: Db) {
+    let app = spawn_app(db).await;
+    let d = app.enroll(json!({})).await;
+    let issued = app.new_credential(&d.credential).await;
+    let res = app
+        .client
+        .post(app.url(&format!("/api/v1/devices/{}/revoke", d.id)))
+        .bearer_auth(&app.admin_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_error(app.rotate_with(&d.credential).await, 401, "unauthorized").await;
+    assert_error(app.rotate_with(&issued).await, 401, "unauthorized").await;
+    assert_error(
+        app.poll(&as_device(&d, &issued), None, 0).await,
+        401,
+        "unauthorized",
+    )
+    .await;
+    // An operator cannot ask a revoked device to rotate either.
+    let res = app
+        .client
+        .post(app.url(&format!("/api/v1/devices/{}/rotate-credential", d.id)))
+        .bearer_auth(&app.admin_token)
+        .send()
+        .await
+        .unwrap();
+    assert_error(res, 409, "conflict").await;
+}
+
+/// An operator's request reaches the device as a header on its poll, until it rotates.
+#[tokio::test]
+async fn an_operator_asks_a_device_to_rotate_through_its_poll() {
+    let app = spawn_app(Db::Sqlite).await;
+    let d = app.enroll(json!({})).await;
+    let res = app.poll(&d, None, 0).await;
+    assert!(res.headers().get("flotilla-rotate-credential").is_none());
+    let etag = res.headers()["etag"].to_str().unwrap().to_owned();
+    let ask = |token: String| {
+        let req = app
+            .client
+            .post(app.url(&format!("/api/v1/devices/{}/rotate-credential", d.id)))
+            .bearer_auth(token);
+        async move { req.send().await.unwrap() }
+    };
+    let viewer = app.token_with_role("v", "viewer").await;
+    assert_error(ask(viewer).await, 403, "forbidden").await;
+    let operator = app.token_with_role("ops", "operator").await;
+    let res = ask(operator).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        res.json::<Value>().await.unwrap()["credential_rotation_requested"],
+        true
+    );
+    // Even a held poll answers at once (304: the state did not change) with the header.
+    let res = app.poll(&d, Some(&etag), 30).await;
+    assert_eq!(res.status(), 304);
+    assert_eq!(res.headers()["flotilla-rotate-credential"], "1");
+
+    let new = app.new_credential(&d.credential).await;
+    let res = app.poll(&as_device(&d, &new), Some(&etag), 0).await;
+    assert_eq!(res.status(), 304);
+    assert!(
+        res.headers().get("flotilla-rotate-credential").is_none(),
+        "done once the new credential is used"
+    );
+    let info = app.get_json(&format!("/api/v1/devices/{}", d.id)).await;
+    assert_eq!(info["credential_rotation_requested"], false);
+}
+
 /// A trust root over `keys` (threshold 1) at `serial`.
 fn root_over(serial: u64, keys: &[&Publisher]) -> flotilla_protocol::registry::TrustRoot {
     flotilla_protocol::registry::TrustRoot {

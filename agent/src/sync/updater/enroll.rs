@@ -60,6 +60,10 @@ pub async fn ensure_enrolled(
         device_id: res.device_id,
         credential: res.credential,
         server_public_key_pem: server_key,
+        credential_issued_at: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()
+            .map(|d| d.as_secs()),
     };
     dir.save_identity(&identity)?;
     tracing::info!(device_id = %identity.device_id, status = %res.status, "enrolled");
