@@ -411,6 +411,7 @@ pub async fn revoke(
 /// answered at once) and calls `POST /api/v1/agent/credential`; until the new credential is
 /// first used, `credential_rotation_requested` stays true.
 #[utoipa::path(
+    operation_id = "rotate_device_credential",
     tag = "devices",
     params(("id" = String, Path, description = "device id")),
     responses(

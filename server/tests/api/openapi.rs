@@ -96,3 +96,31 @@ async fn every_documented_path_is_served() {
         }
     }
 }
+
+/// Client generators (the dashboard's openapi-typescript, say) refuse a document where two
+/// operations share an id, as two handlers of the same name would make them.
+#[tokio::test]
+async fn every_operation_id_is_unique() {
+    let app = spawn_app(Db::Sqlite).await;
+    let doc: Value = app
+        .client
+        .get(app.url("/api/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut seen = std::collections::BTreeMap::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            if let Some(id) = op["operationId"].as_str() {
+                let at = format!("{method} {path}");
+                if let Some(other) = seen.insert(id.to_owned(), at.clone()) {
+                    panic!("operationId `{id}` is used by {other} and {at}");
+                }
+            }
+        }
+    }
+    assert!(seen.len() > 50, "{} operations", seen.len());
+}

@@ -36,6 +36,27 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/agent/credential": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Issues the calling device a new credential. The credential presented keeps working until
+         *     the new one is first used, so a lost answer never locks the device out (it asks again);
+         *     from that first use on, only the new one works. A revoked device gets 401.
+         */
+        post: operations["rotate_credential"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/agent/desired-state": {
         parameters: {
             query?: never;
@@ -70,6 +91,26 @@ export interface paths {
          *     acknowledged and ignored, so an agent's offline queue can be resent safely.
          */
         post: operations["report"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/agent/trust-roots": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The rotated trust roots a device needs (`GET /api/v1/agent/trust-roots?after=N`), each the
+         *     publishers' envelope as signed.
+         */
+        get: operations["agent_trust_roots"];
+        put?: never;
+        post?: never;
         delete?: never;
         options?: never;
         head?: never;
@@ -273,6 +314,28 @@ export interface paths {
         put?: never;
         /** Revokes a device (operator or admin): its credential stops working at once. */
         post: operations["revoke"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/devices/{id}/rotate-credential": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Asks a device to rotate its credential (operator or admin). The device learns it from the
+         *     `flotilla-rotate-credential` header of its next desired-state answer (held polls are
+         *     answered at once) and calls `POST /api/v1/agent/credential`; until the new credential is
+         *     first used, `credential_rotation_requested` stays true.
+         */
+        post: operations["rotate_device_credential"];
         delete?: never;
         options?: never;
         head?: never;
@@ -620,6 +683,48 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/trust/root-draft": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * What the next trust-root rotation would sign (`flotilla trust rotate` starts from it): the
+         *     active keys and thresholds, the next serial and the server's desired-state key.
+         */
+        get: operations["trust_root_draft"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/trust/roots": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The rotated trust roots, oldest first (serial 2 on). */
+        get: operations["list_trust_roots"];
+        put?: never;
+        /**
+         * Publishes a rotated trust root (admin) for agents to fetch. It must be the next serial,
+         *     signed by a threshold of its own keys and, after the first rotation, of the previous
+         *     root's keys; agents check the same, whatever the server says.
+         */
+        post: operations["publish_trust_root"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/trust/threshold": {
         parameters: {
             query?: never;
@@ -774,7 +879,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Server metadata: name `flotilla-server`, version, no protocol extensions. */
+        /** Server metadata: name `flotilla-server`, version, the protocol extensions supported. */
         get: operations["server_metadata"];
         put?: never;
         post?: never;
@@ -1081,6 +1186,11 @@ export interface components {
         /** @description Body of `POST /api/v1/enrollment-tokens`. */
         CreateEnrollmentTokenRequest: {
             /**
+             * @description Label keys a device may set itself when it enrolls (default none). A device asking for
+             *     any other key is refused (`label_not_allowed`); the token's own `labels` always win.
+             */
+            allowed_device_labels?: string[];
+            /**
              * Format: int64
              * @description Lifetime in seconds (default one day, at most a year).
              */
@@ -1211,6 +1321,11 @@ export interface components {
              *     its verified models.
              */
             stale?: boolean;
+            /**
+             * Format: int64
+             * @description The serial of the trust root the device checks signatures with (1 until a rotation).
+             */
+            trust_root_serial?: number | null;
         };
         /** @description How many of the current stage's devices are where. */
         DeviceCounts: {
@@ -1261,6 +1376,8 @@ export interface components {
              * @description Sequence it last reported applied.
              */
             applied_sequence: number;
+            /** @description An operator asked the device to rotate its credential and it has not used a new one yet. */
+            credential_rotation_requested?: boolean;
             /** @description What it should run: model → version. */
             desired: {
                 [key: string]: string;
@@ -1346,6 +1463,8 @@ export interface components {
         };
         /** @description An enrollment token as listed (never the secret). */
         EnrollmentTokenInfo: {
+            /** @description Label keys a device may set itself when it enrolls. */
+            allowed_device_labels?: string[];
             /** @description Creation (RFC 3339). */
             created_at: string;
             /** @description Creator. */
@@ -1392,7 +1511,10 @@ export interface components {
             enrollment_token: string;
             /** @description Hardware profile. */
             hardware?: components["schemas"]["HardwareProfile"];
-            /** @description Labels the device asks for; the enrollment token's labels win on conflict. */
+            /**
+             * @description Labels the device asks for. The enrollment token's labels win on conflict, and a key the
+             *     token neither sets nor lists in `allowed_device_labels` is refused (`label_not_allowed`).
+             */
             labels?: {
                 [key: string]: string;
             };
@@ -1693,6 +1815,17 @@ export interface components {
             yanked_at?: string | null;
         };
         /**
+         * @description Answer to `POST /api/v1/agent/credential`.
+         *
+         *     The credential presented keeps working until this one is first used; from then on only
+         *     this one works. A device should store it durably before using it: if this answer is lost,
+         *     it asks again with the credential it still has.
+         */
+        NewCredential: {
+            /** @description The new device credential (`fld_...`). Shown once. */
+            credential: string;
+        };
+        /**
          * @description What happens when a gate is breached.
          * @enum {string}
          */
@@ -1830,6 +1963,13 @@ export interface components {
          * @enum {string}
          */
         RolloutState: "running" | "waiting_approval" | "paused" | "completed" | "rolled_back" | "aborted";
+        /** @description One signature of a [`SignedTrustRoot`]. */
+        RootSignature: {
+            /** @description Key id of the signer (hex sha256 of its SPKI DER); unauthenticated, a hint only. */
+            keyid: string;
+            /** @description Standard base64 of the signature over the DSSE PAE. */
+            sig: string;
+        };
         /** @description Body of `PUT /api/v1/rollout-policies/{name}` and what `GET` returns. */
         SavedPolicy: {
             /** @description Name. */
@@ -1915,6 +2055,15 @@ export interface components {
             payloadType: string;
             /** @description Signatures over `pae(payload_type, payload)`. */
             signatures: components["schemas"]["StateSignature"][];
+        };
+        /** @description A trust root in its DSSE envelope, as `flotilla trust rotate` signs it and agents check it. */
+        SignedTrustRoot: {
+            /** @description Standard base64 of the JSON [`TrustRoot`]. */
+            payload: string;
+            /** @description [`TRUST_ROOT_PAYLOAD_TYPE`]. */
+            payloadType: string;
+            /** @description Signatures over `pae(payload_type, payload)`. */
+            signatures: components["schemas"]["RootSignature"][];
         };
         /** @description A publisher whose signature counted for a version. */
         SignerInfo: {
@@ -2066,6 +2215,19 @@ export interface components {
                 [key: string]: number;
             };
             /**
+             * Format: int64
+             * @description Which root of the chain this is: 1 for a root never rotated, one more for each rotation
+             *     (`flotilla trust rotate`). An agent moves from root N only to a root N+1 signed by a
+             *     threshold of root N's keys and of its own.
+             */
+            serial?: number;
+            /**
+             * @description The server's desired-state key (SPKI PEM) this root vouches for. When set, agents check
+             *     desired states with it instead of the key pinned at enrollment, and a root that names a
+             *     new one resets their sequence floor.
+             */
+            server_key_pem?: string | null;
+            /**
              * Format: int32
              * @description Signatures needed from distinct keys, unless a model overrides it.
              */
@@ -2075,6 +2237,14 @@ export interface components {
              * @description Format version of this document (1).
              */
             version: number;
+        };
+        /**
+         * @description Rotated trust roots, oldest first: `GET /api/v1/trust/roots` and
+         *     `GET /api/v1/agent/trust-roots`. An agent checks each against the one before.
+         */
+        TrustRootChain: {
+            /** @description The signed roots, by serial; at most [`TrustRootChain::MAX_ROOTS`] at once. */
+            roots: components["schemas"]["SignedTrustRoot"][];
         };
         /** @description One key of a trust root. */
         TrustRootKey: {
@@ -2171,6 +2341,43 @@ export interface operations {
             };
         };
     };
+    rotate_credential: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["NewCredential"];
+                };
+            };
+            /** @description unknown, superseded or revoked credential */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description the device awaits approval */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+        };
+    };
     desired_state: {
         parameters: {
             query?: {
@@ -2189,6 +2396,10 @@ export interface operations {
                     etag?: string;
                     /** @description seconds until the next poll */
                     "flotilla-poll-after"?: number;
+                    /** @description `1` when an operator asked the device to rotate its credential (`POST /api/v1/agent/credential`) */
+                    "flotilla-rotate-credential"?: string;
+                    /** @description serial of the newest trust root (fetch `/api/v1/agent/trust-roots` when behind) */
+                    "flotilla-trust-root"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2198,6 +2409,10 @@ export interface operations {
             /** @description unchanged */
             304: {
                 headers: {
+                    /** @description `1` when an operator asked the device to rotate its credential */
+                    "flotilla-rotate-credential"?: string;
+                    /** @description serial of the newest trust root */
+                    "flotilla-trust-root"?: number;
                     [name: string]: unknown;
                 };
                 content?: never;
@@ -2247,6 +2462,36 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+        };
+    };
+    agent_trust_roots: {
+        parameters: {
+            query?: {
+                /** @description Only roots with a serial above this one (default 1: every rotation). */
+                after?: number | null;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TrustRootChain"];
                 };
             };
             401: {
@@ -2783,6 +3028,71 @@ export interface operations {
             };
         };
     };
+    rotate_device_credential: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description device id */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DeviceInfo"];
+                };
+            };
+            /** @description `invalid_path`: not a device id */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description the token's role is not operator or admin */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description the device is revoked */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+        };
+    };
     enroll: {
         parameters: {
             query?: never;
@@ -2804,6 +3114,7 @@ export interface operations {
                     "application/json": components["schemas"]["EnrollResponse"];
                 };
             };
+            /** @description `label_not_allowed`: a requested label key the token neither sets nor allows (nothing is created, the token is not used); `invalid_argument` */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -3675,6 +3986,88 @@ export interface operations {
             };
         };
     };
+    trust_root_draft: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TrustRoot"];
+                };
+            };
+        };
+    };
+    list_trust_roots: {
+        parameters: {
+            query?: {
+                /** @description Only roots with a serial above this one (default 1: every rotation). */
+                after?: number | null;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TrustRootChain"];
+                };
+            };
+        };
+    };
+    publish_trust_root: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["SignedTrustRoot"];
+            };
+        };
+        responses: {
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TrustRoot"];
+                };
+            };
+            /** @description malformed, unusable or not signed by enough keys */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description not the next serial */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+        };
+    };
     set_threshold: {
         parameters: {
             query?: never;
@@ -3917,7 +4310,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description `{"name", "version", "extensions": []}` */
+            /** @description `{"name", "version", "extensions": ["binary_tensor_data"]}` */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -4030,30 +4423,35 @@ export interface operations {
     infer: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description length of the JSON part when binary tensor data follows it */
+                "Inference-Header-Content-Length"?: number | null;
+            };
             path: {
                 /** @description model name */
                 name: string;
             };
             cookie?: never;
         };
-        /** @description Open Inference Protocol request: `{"id"?, "inputs": [{"name", "shape", "datatype", "data"}], "outputs"?}` */
+        /** @description Open Inference Protocol request: `{"id"?, "inputs": [{"name", "shape", "datatype", "data"}], "outputs"?}`. Alternatively (binary tensor data extension) the JSON request, then the raw little-endian bytes of each input that has `"parameters": {"binary_data_size": N}` instead of `data`, with `Inference-Header-Content-Length` giving the JSON part's length; `"binary_data": true` on an output, or the request parameter `"binary_data_output": true`, asks for binary outputs */
         requestBody: {
             content: {
                 "application/json": Record<string, never>;
+                "application/octet-stream": number[];
             };
         };
         responses: {
-            /** @description `{"model_name", "model_version", "id"?, "parameters": {"flotilla_served_by": "server"}, "outputs"}` */
+            /** @description `{"model_name", "model_version", "id"?, "parameters": {"flotilla_served_by": "server"}, "outputs"}`; when an output is asked as binary data, that JSON (each binary output with `parameters.binary_data_size` instead of `data`) then the outputs' bytes, with `Inference-Header-Content-Length` */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": Record<string, never>;
+                    "application/octet-stream": number[];
                 };
             };
-            /** @description `bad_request`: malformed body, or inputs that do not fit the model */
+            /** @description `bad_request`: malformed body, or inputs that do not fit the model; `invalid_binary_header`, `binary_size_mismatch`, `binary_data_length`: malformed binary tensor data */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -4214,7 +4612,10 @@ export interface operations {
     version_infer: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description length of the JSON part when binary tensor data follows it */
+                "Inference-Header-Content-Length"?: number | null;
+            };
             path: {
                 /** @description model name */
                 name: string;
@@ -4223,23 +4624,25 @@ export interface operations {
             };
             cookie?: never;
         };
-        /** @description Open Inference Protocol request */
+        /** @description Open Inference Protocol request, JSON or with binary tensor data (as for the baseline version) */
         requestBody: {
             content: {
                 "application/json": Record<string, never>;
+                "application/octet-stream": number[];
             };
         };
         responses: {
-            /** @description inference response */
+            /** @description inference response, JSON or with binary tensor data */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": Record<string, never>;
+                    "application/octet-stream": number[];
                 };
             };
-            /** @description `bad_request` */
+            /** @description `bad_request`, `invalid_binary_header`, `binary_size_mismatch`, `binary_data_length` */
             400: {
                 headers: {
                     [name: string]: unknown;
