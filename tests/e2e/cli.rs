@@ -1186,7 +1186,7 @@ fn trust_roots_rotate_from_the_command_line() {
 
     // Signed in turn by whoever holds each key, then published.
     let wrote = op
-        .cli("trust rotate --key carol.key --out root-2.json")
+        .cli("trust rotate --key carol.key --current provisioned.json --out root-2.json")
         .ok();
     assert!(
         wrote
@@ -1222,6 +1222,7 @@ fn trust_roots_rotate_from_the_command_line() {
     std::fs::write(op.path("junk.json"), "{\"payloadType\": 1}").unwrap();
     op.cli("trust publish-root junk.json")
         .fails(1, "trust_root_malformed");
+}
 
 /// What the server answers to a refused call: its status, code and message.
 fn refusal(res: reqwest::blocking::Response) -> (u16, String, String) {

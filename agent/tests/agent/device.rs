@@ -172,6 +172,11 @@ impl Device {
         self.updater.restore().await.unwrap();
     }
 
+    /// `path` on this device's artifact server, for update loops talking to another server.
+    pub fn artifact_url(&self, path: &str) -> String {
+        format!("{}{path}", self.artifacts_base)
+    }
+
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }

@@ -137,7 +137,11 @@ pub fn trust(ctx: &Context, command: TrustCommand) -> Result<(), CliError> {
                 .iter()
                 .map(|p| signing::load_signing_key(p))
                 .collect::<Result<Vec<_>, _>>()?;
-            let current = client.trust_root()?.value;
+            // What the agents have: the root given with --current, else the server's export.
+            let current = match &provisioned {
+                Some(path) => read_root(path)?,
+                None => client.trust_root()?.value,
+            };
             let mut draft = client.trust_root_draft()?.value;
             if let Some(path) = server_key {
                 let (_, pem) = signing::load_public_key(&path)?;
@@ -152,9 +156,6 @@ pub fn trust(ctx: &Context, command: TrustCommand) -> Result<(), CliError> {
             let refs: Vec<&SigningKey> = signers.iter().collect();
             let signed = sign_trust_root(&draft, &refs).map_err(root_error)?;
             ctx.note(describe_rotation(&current, &draft, &signed));
-            if let Some(path) = &provisioned {
-                check_against(path, &signed)?;
-            }
             match out {
                 Some(path) => {
                     let text = format!("{}\n", pretty(&signed));
@@ -165,7 +166,14 @@ pub fn trust(ctx: &Context, command: TrustCommand) -> Result<(), CliError> {
                         path.display()
                     ));
                 }
-                None => publish(ctx, &client, &signed)?,
+                None => {
+                    // Published only when the agents will take it; a file may still await
+                    // other signers.
+                    if let Some(path) = &provisioned {
+                        check_against(path, &signed)?;
+                    }
+                    publish(ctx, &client, &signed)?
+                }
             }
         }
         TrustCommand::SignRoot { file, keys } => {
@@ -227,14 +235,19 @@ fn root_error(e: RootError) -> CliError {
 
 /// Checks `signed` as an agent holding the root in `path` will.
 fn check_against(path: &std::path::Path, signed: &SignedTrustRoot) -> Result<(), CliError> {
-    let text = files::read_text(path)?;
-    let current: TrustRoot = serde_json::from_str(&text).map_err(|e| CliError::Local {
-        code: "trust_root_malformed",
-        message: format!("{}: {e}", path.display()),
-    })?;
+    let current = read_root(path)?;
     flotilla_protocol::signing::verify_root_update(&current, &signed.to_json())
         .map(|_| ())
         .map_err(root_error)
+}
+
+/// A trust root file (`flotilla trust export`).
+fn read_root(path: &std::path::Path) -> Result<TrustRoot, CliError> {
+    let text = files::read_text(path)?;
+    serde_json::from_str(&text).map_err(|e| CliError::Local {
+        code: "trust_root_malformed",
+        message: format!("{}: {e}", path.display()),
+    })
 }
 
 fn read_signed_root(path: &std::path::Path) -> Result<SignedTrustRoot, CliError> {
