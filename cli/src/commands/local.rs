@@ -377,7 +377,7 @@ mod tests {
             },
         )
         .unwrap_err();
-        assert!(err.to_string().contains("invalid model name"), "{err}");
+        assert!(err.to_string().contains("not a valid model name"), "{err}");
     }
 
     #[test]
