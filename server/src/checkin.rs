@@ -15,6 +15,7 @@
 
 use chrono::{DateTime, Utc};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
@@ -66,6 +67,10 @@ pub struct CheckinCache {
     etags: RwLock<HashMap<Uuid, Entry<String>>>,
     /// Generation the maps were last swept at.
     swept: Mutex<u64>,
+    /// The newest trust root's serial, as of the newest fleet view loaded. An `ETag` cached at
+    /// a generation implies a view of that generation or later was loaded, so the fast path
+    /// can name the serial without the view.
+    trust_root_serial: AtomicU64,
 }
 
 impl CheckinCache {
@@ -84,12 +89,20 @@ impl CheckinCache {
             }
         }
         let loaded = Arc::new(FleetView::load(store).await?);
+        self.trust_root_serial
+            .store(loaded.trust_root_serial(), Ordering::Relaxed);
         *view = Some(Entry {
             value: loaded.clone(),
             generation,
             at: Instant::now(),
         });
         Ok(loaded)
+    }
+
+    /// The newest trust root's serial as of the newest fleet view loaded (for answers that
+    /// need no view).
+    pub fn trust_root_serial(&self) -> u64 {
+        self.trust_root_serial.load(Ordering::Relaxed)
     }
 
     /// The active device whose credential hashes to `hash`, if cached at `generation`.

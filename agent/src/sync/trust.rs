@@ -44,21 +44,18 @@ impl Trust {
         self.root.server_key()
     }
 
-    /// Moves to the root that follows this one, if `envelope` is it (see
-    /// [`verify_root_update`]). Nothing changes when it is not.
-    pub fn advance(&mut self, envelope: &[u8]) -> Result<(), RootError> {
-        let next = verify_root_update(&self.root, envelope)?;
+    /// Takes `envelope` along the chain: `Ok(false)` for a root this one is already past (by
+    /// its claimed serial), `Ok(true)` when it is the next root and checks out (see
+    /// [`verify_root_update`]); nothing changes when it is refused.
+    pub fn accept(&mut self, envelope: &SignedTrustRoot) -> Result<bool, RootError> {
+        let claimed = envelope.unverified_root().map(|r| r.serial);
+        if claimed.is_ok_and(|s| s <= self.root.serial) {
+            return Ok(false);
+        }
+        let next = verify_root_update(&self.root, &envelope.to_json())?;
         self.keys = next.checked_keys()?;
         self.root = next;
-        Ok(())
-    }
-
-    /// The serial an envelope claims, unverified: to skip roots the agent is already past.
-    pub fn claimed_serial(envelope: &[u8]) -> Option<u64> {
-        SignedTrustRoot::from_json(envelope)
-            .and_then(|e| e.unverified_root())
-            .ok()
-            .map(|r| r.serial)
+        Ok(true)
     }
 
     /// Whether `model` may be signed with digest-only bundles (no Flotilla facts).

@@ -203,15 +203,14 @@ impl Updater {
         let mut trust = trust;
         let mut trust_chain = Vec::new();
         for env in dir.trust_chain()? {
-            let bytes = env.to_json();
-            if Trust::claimed_serial(&bytes).is_some_and(|s| s <= trust.serial()) {
-                continue;
+            match trust.accept(&env) {
+                Ok(true) => trust_chain.push(env),
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::error!(serial = trust.serial(), error = %e, "a stored trust root no longer follows the chain; keeping the roots before it");
+                    break;
+                }
             }
-            if let Err(e) = trust.advance(&bytes) {
-                tracing::error!(serial = trust.serial(), error = %e, "a stored trust root no longer follows the chain; keeping the roots before it");
-                break;
-            }
-            trust_chain.push(env);
         }
         let server_key = trust.server_key().unwrap_or(pinned);
         let mut state = dir.state()?;
@@ -453,6 +452,20 @@ impl Updater {
         );
     }
 
+    /// Records a refusal (of a desired state or a trust root) for the next report, counting
+    /// refusals in a row.
+    fn note_refusal(&mut self, code: &str, message: String) {
+        let count = self
+            .refusal
+            .as_ref()
+            .map_or(1, |r| r.count.saturating_add(1));
+        self.refusal = Some(StateRefusal {
+            code: code.to_owned(),
+            message,
+            count,
+        });
+    }
+
     /// Verifies and applies one desired-state envelope (raw bytes as received).
     pub async fn apply(&mut self, envelope: &[u8]) -> Result<(), StateError> {
         let now = self.trusted_now();
@@ -467,14 +480,7 @@ impl Updater {
             Err(e) => {
                 tracing::warn!(code = e.code(), error = %e, "refused a desired state; keeping the current models");
                 self.last_rejection = Some(e.clone());
-                self.refusal = Some(StateRefusal {
-                    code: e.code().to_owned(),
-                    message: e.to_string(),
-                    count: self
-                        .refusal
-                        .as_ref()
-                        .map_or(1, |r| r.count.saturating_add(1)),
-                });
+                self.note_refusal(e.code(), e.to_string());
                 self.publish_state_health();
                 return Err(e);
             }
@@ -891,12 +897,9 @@ impl Updater {
             let start = self.trust.serial();
             let mut refused = None;
             for env in chain.roots {
-                let bytes = env.to_json();
-                if Trust::claimed_serial(&bytes).is_some_and(|s| s <= self.trust.serial()) {
-                    continue;
-                }
-                match self.trust.advance(&bytes) {
-                    Ok(()) => {
+                match self.trust.accept(&env) {
+                    Ok(false) => {}
+                    Ok(true) => {
                         tracing::info!(
                             serial = self.trust.serial(),
                             "accepted a rotated trust root"
@@ -916,14 +919,7 @@ impl Updater {
             }
             if let Some(e) = refused {
                 tracing::warn!(code = e.code(), error = %e, serial = self.trust.serial(), "refused a trust root; keeping the current one");
-                self.refusal = Some(StateRefusal {
-                    code: e.code().to_owned(),
-                    message: e.to_string(),
-                    count: self
-                        .refusal
-                        .as_ref()
-                        .map_or(1, |r| r.count.saturating_add(1)),
-                });
+                self.note_refusal(e.code(), e.to_string());
                 self.root_refused = Some((named, now));
                 break;
             }

@@ -39,7 +39,8 @@ pub fn hex_sha(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
-fn key(seed: u64) -> SigningKey {
+/// A key made from `seed`, the same on every run.
+pub fn key(seed: u64) -> SigningKey {
     SigningKey::generate(&mut rand::rngs::StdRng::seed_from_u64(seed))
 }
 

@@ -928,11 +928,6 @@ impl RootServer {
     }
 }
 
-fn test_key(seed: u64) -> SigningKey {
-    use rand::SeedableRng;
-    SigningKey::generate(&mut rand::rngs::StdRng::seed_from_u64(seed))
-}
-
 /// A trust root trusting `keys` (threshold 1), as the test devices' provisioned one is.
 fn root_with(serial: u64, keys: &[&SigningKey], server_key: Option<&SigningKey>) -> TrustRoot {
     TrustRoot {
@@ -976,7 +971,11 @@ fn slot_signed_by(device: &Device, key: &SigningKey, file: &str, version: &str) 
 #[tokio::test]
 async fn a_trust_root_rotates_only_when_the_old_keys_sign_and_revoked_keys_stop_counting() {
     let mut device = Device::start().await;
-    let (old, new, attacker) = (device.publisher.clone(), test_key(11), test_key(12));
+    let (old, new, attacker) = (
+        device.publisher.clone(),
+        crate::device::key(11),
+        crate::device::key(12),
+    );
     let server = RootServer::start(2).await;
     let dir = tempfile::tempdir().unwrap();
     let mut updater = device.updater_at(&server.hostile.base, dir.path());
@@ -1040,8 +1039,11 @@ async fn a_trust_root_rotates_only_when_the_old_keys_sign_and_revoked_keys_stop_
 async fn a_root_naming_a_new_server_key_resets_the_sequence_floor_and_only_a_signed_one_does() {
     let mut device = Device::start().await;
     let publisher = device.publisher.clone();
-    let (old_server, new_server, attacker) =
-        (crate::device::server_key(), test_key(21), test_key(22));
+    let (old_server, new_server, attacker) = (
+        crate::device::server_key(),
+        crate::device::key(21),
+        crate::device::key(22),
+    );
     let server = RootServer::start(2).await;
     let dir = tempfile::tempdir().unwrap();
     let mut updater = device.updater_at(&server.hostile.base, dir.path());

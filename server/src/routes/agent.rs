@@ -122,14 +122,11 @@ pub async fn desired_state(
         // state is what the agent has; no database round trip.
         let unchanged =
             known.is_some() && state.checkin.etag(caller.id, generation).as_ref() == known.as_ref();
-        // Loaded once per fleet generation for every device: no database round trip here.
-        let view = state
-            .checkin
-            .fleet_view(state.store.as_ref(), generation)
-            .await?;
-        let trust_serial = view.trust_root_serial().to_string();
-        let etag = if unchanged {
-            known.clone().unwrap_or_default()
+        let (etag, trust_serial) = if unchanged {
+            (
+                known.clone().unwrap_or_default(),
+                state.checkin.trust_root_serial().to_string(),
+            )
         } else {
             let _turn = state
                 .state_builds
@@ -141,6 +138,11 @@ pub async fn desired_state(
                 None => active_device(&state, caller.id).await?,
             };
             rotate = device.credential_rotation_requested_at.is_some();
+            let view = state
+                .checkin
+                .fleet_view(state.store.as_ref(), generation)
+                .await?;
+            let trust_serial = view.trust_root_serial().to_string();
             let (envelope, sequence) = fleet::desired_state(
                 state.store.as_ref(),
                 &state.server_key,
@@ -162,7 +164,7 @@ pub async fn desired_state(
                 }
                 return Ok(res.json(envelope));
             }
-            etag
+            (etag, trust_serial)
         };
         // Not held (`wait=0`): answer now, without arming a timer and change watches.
         let changed = !wait.is_zero()
